@@ -1,0 +1,88 @@
+"IVLA against the equations written with plain matmuls; folded against plain in values and gradients."
+import math, pytest, torch, torch.nn.functional as F
+from torch.testing import assert_close
+from torch.utils.flop_counter import FlopCounterMode
+from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins
+
+
+def by_hand(m, v, l):
+    p = v.flatten(2).transpose(1, 2)
+    d = l.shape[-1] // m.heads
+    q, key, val = l @ m.q.weight.T, p @ m.k.weight.T, p @ m.v.weight.T
+    attn, outs = [], []
+    for h in range(m.heads):
+        sl = slice(h * d, (h + 1) * d)
+        a = torch.softmax(q[..., sl] @ key[..., sl].transpose(1, 2) / math.sqrt(d), -1)
+        attn.append(a); outs.append(a @ val[..., sl])
+    a_hat = torch.cat(outs, -1) @ m.o.weight.T + m.o.bias
+    s = F.gelu((F.gelu(l @ m.s.weight.T + m.s.bias) * a_hat) @ m.mm.weight.T + m.mm.bias)
+    return s, torch.stack(attn, 1)
+
+
+def sharp_ivla(dim, heads, fold):
+    m = IVLA(dim, heads, fold=fold).eval()
+    with torch.no_grad(): m.q.weight.mul_(4)
+    return m
+
+
+@pytest.mark.parametrize('heads', [1, 2, 4])
+@pytest.mark.parametrize('fold', ['plain', 'folded', 'auto'])
+def test_ivla_matches_equations(heads, fold):
+    m = sharp_ivla(32, heads, fold)
+    v, l = torch.randn(2, 32, 5, 6), torch.randn(2, 7, 32)
+    s_ref, a_ref = by_hand(m, v, l)
+    assert a_ref.max() > 5 / 30                              # attention is far from uniform
+    s, a = m(v, l, need_weights=True)
+    assert_close(s, s_ref, rtol=1e-4, atol=1e-5); assert_close(a, a_ref, rtol=1e-4, atol=1e-6)
+    s_sdpa, none = m(v, l)
+    assert none is None; assert_close(s_sdpa, s_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('heads', [1, 3])
+def test_folded_and_plain_agree_in_values_and_gradients(heads):
+    m = sharp_ivla(48, heads, 'plain').train()
+    v, l = torch.randn(3, 48, 4, 8, requires_grad=True), torch.randn(3, 5, 48, requires_grad=True)
+    results = {}
+    for fold in ('plain', 'folded'):
+        m.fold = fold
+        for t in (*m.parameters(), v, l): t.grad = None
+        s, _ = m(v, l)
+        (s * torch.linspace(-1, 1, s.numel()).view_as(s)).sum().backward()
+        results[fold] = (s.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}, v.grad.clone(), l.grad.clone())
+    (s0, g0, v0, l0), (s1, g1, v1, l1) = results['plain'], results['folded']
+    assert_close(s1, s0, rtol=1e-4, atol=1e-5)
+    assert set(g0) == set(g1) == {n for n, _ in m.named_parameters()}
+    for n in g0: assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-5)
+    assert_close(v1, v0, rtol=1e-4, atol=1e-5); assert_close(l1, l0, rtol=1e-4, atol=1e-5)
+
+
+def flops(m, v, l):
+    with FlopCounterMode(display=False) as fc: m(v, l)
+    return fc.get_total_flops()
+
+
+@pytest.mark.parametrize('n_side,folded', [(4, True), (3, False)])   # 2 heads · 7 labels vs 16 or 9 patches
+def test_auto_picks_folded_exactly_when_heads_times_labels_below_patches(n_side, folded):
+    m, v, l = IVLA(64, heads=2), torch.randn(1, 64, n_side, n_side), torch.randn(1, 7, 64)
+    counts = {}
+    for fold in ('auto', 'folded', 'plain'):
+        m.fold = fold; counts[fold] = flops(m, v, l)
+    assert counts['folded'] != counts['plain']
+    assert counts['auto'] == counts['folded' if folded else 'plain']
+    assert fold_wins(2, 7, n_side ** 2) == folded
+
+
+def test_label_gate_and_visual_feedback_by_hand():
+    g = LabelGate(8); l = torch.randn(2, 3, 8)
+    assert_close(g(l), l + torch.tanh(torch.relu(l @ g.fc1.weight.T) @ g.fc2.weight.T) * l)
+    fb = VisualFeedback(8, heads=2); torch.nn.init.normal_(fb.gamma)
+    a, s = torch.softmax(torch.randn(2, 2, 3, 12), -1), torch.randn(2, 3, 8)
+    x = s @ fb.proj.weight.T
+    per_patch = torch.cat([a[:, h].transpose(1, 2) @ x[..., 4 * h:4 * h + 4] for h in range(2)], -1)
+    assert_close(fb(a, s, (3, 4)), per_patch.transpose(1, 2).reshape(2, 8, 3, 4) * fb.gamma[:, None, None])
+    assert (VisualFeedback(8)(a[:, :1], s, (3, 4)) == 0).all()      # γf starts at 0
+
+
+def test_bad_heads_and_fold():
+    with pytest.raises(ValueError, match='num_heads=3'): IVLA(32, heads=3)
+    with pytest.raises(ValueError, match="fold='fast'"): IVLA(32, fold='fast')

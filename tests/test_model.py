@@ -1,0 +1,122 @@
+"The model: config, switches, no dead parameters, initial scale, errors."
+import itertools, pytest, torch
+from torch.testing import assert_close
+from hsvlt_lite.model import HSVLT, HSVLTConfig, PRESETS
+from hsvlt_lite.ivla import VisualFeedback, IVLA, LabelGate
+
+
+def unit_vectors(k, d=768):
+    e = torch.randn(k, d)
+    return e / e.norm(dim=1, keepdim=True)
+
+
+def test_presets_table():
+    table = {'nano': ((32, 64, 128, 256), (1, 1, 2, 1)), 'tiny': ((96, 192, 384, 768), (3, 3, 9, 3)),
+             'small': ((96, 192, 384, 768), (3, 3, 27, 3)), 'base': ((128, 256, 512, 1024), (3, 3, 27, 3))}
+    for name, (dims, depths) in table.items():
+        cfg = HSVLTConfig.preset(name)
+        assert (cfg.dims, cfg.depths, cfg.text_dim, cfg.num_heads) == (dims, depths, 768, 1)
+    assert HSVLTConfig.preset('nano', num_heads=2, dims=[8, 16, 32, 64]).dims == (8, 16, 32, 64)
+
+
+def test_small_has_exactly_the_reference_live_parameter_count():
+    model = HSVLT(HSVLTConfig.preset('small'), torch.randn(80, 768))
+    assert sum(p.numel() for p in model.parameters()) == 96_003_824
+
+
+def assert_every_parameter_learns(model, size=32):
+    "Every parameter gets a finite, non-zero gradient (γf of visual feedback starts at 0, which blocks Wf: move it first)."
+    for m in model.modules():
+        if isinstance(m, VisualFeedback): torch.nn.init.constant_(m.gamma, 0.5)
+    model.train()
+    logits = model(torch.randn(2, 3, size, size))
+    (logits * torch.randn_like(logits)).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f'{name} takes no part in the forward pass'
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f'{name} gets a zero gradient'
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+def test_no_dead_parameters_in_any_preset(preset):
+    assert_every_parameter_learns(HSVLT(HSVLTConfig.preset(preset), unit_vectors(3)))
+
+
+SWITCHES = list(itertools.product(('csa', 'last', 'topdown'), ('ivla', 'late'), (False, True)))
+
+@pytest.mark.parametrize('aggregation,interaction,feedback', SWITCHES)
+def test_no_dead_parameters_for_every_switch(aggregation, interaction, feedback):
+    cfg = HSVLTConfig.preset('nano', num_heads=2, aggregation=aggregation, interaction=interaction, visual_feedback=feedback,
+                             drop_path_rate=0.1, dropout=0.1)
+    assert_every_parameter_learns(HSVLT(cfg, unit_vectors(4)), size=64)
+
+
+def test_forward_is_classwise_linear_over_concatenated_S():
+    model = HSVLT(HSVLTConfig.preset('nano'), unit_vectors(6)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad(): feats, logits = model.forward_features(x), model(x)
+    F = torch.cat([f.S for f in feats], -1)
+    w, b = model.aggregate.head.weight, model.aggregate.head.bias
+    assert_close(logits, torch.stack([F[:, c] @ w[c] for c in range(6)], 1) + b, rtol=1e-4, atol=1e-5)
+    assert [f.A.shape for f in feats] == [(2, 1, 6, n) for n in (384, 96, 24, 6)]
+    assert all(torch.allclose(f.A.sum(-1), torch.ones(2, 1, 6)) for f in feats)
+
+
+def test_late_interaction_is_convnext_then_one_cross_attention():
+    model = HSVLT(HSVLTConfig.preset('nano', interaction='late', aggregation='last'), unit_vectors(5)).eval()
+    assert sum(isinstance(m, IVLA) for m in model.modules()) == 1 and not any(isinstance(m, LabelGate) for m in model.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        v = x
+        for st in model.stages:
+            v = st.down(v)
+            for blk in st.blocks:
+                if blk.conv is not None: v = blk.conv(v)
+        fuse = model.stages[3].blocks[-1]
+        s, _ = fuse.ivla(v, model.stages[3].lang(model.label_embeddings).expand(2, -1, -1))
+        head = model.aggregate.head
+        assert_close(model(x), (s * head.weight).sum(-1) + head.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_visual_feedback_starts_as_the_identity():
+    e = unit_vectors(5)
+    plain = HSVLT(HSVLTConfig.preset('nano'), e).eval()
+    fb = HSVLT(HSVLTConfig.preset('nano', visual_feedback=True), e).eval()
+    missing, unexpected = fb.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all('feedback' in k for k in missing) and missing
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert_close(fb(x), plain(x))
+        for m in fb.modules():
+            if isinstance(m, VisualFeedback): torch.nn.init.constant_(m.gamma, 1.)
+        assert not torch.allclose(fb(x), plain(x), atol=1e-3)
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+@pytest.mark.parametrize('scale', [1., 20.])        # unit vectors (MiniLM) and BERT-sized ones
+def test_fresh_init_gives_sensible_logits(preset, scale):
+    model = HSVLT(HSVLTConfig.preset(preset), unit_vectors(8) * scale).eval()
+    with torch.no_grad(): z = model(torch.randn(6, 3, 32, 32))
+    assert 0.02 < z.std() < 3, f'logits std {z.std():.3g}'
+    assert z.std(0).mean() > 0.01, 'logits barely depend on the image'
+
+
+def one_line_error(fn, match):
+    with pytest.raises(ValueError, match=match) as e: fn()
+    assert '\n' not in str(e.value)
+
+
+def test_bad_input_errors_name_the_value():
+    model = HSVLT(HSVLTConfig.preset('nano'), unit_vectors(3))
+    one_line_error(lambda: model(torch.randn(1, 3, 100, 96)), '100×96')
+    one_line_error(lambda: model(torch.randn(1, 3, 64, 48)), '64×48')
+    one_line_error(lambda: model(torch.randn(1, 4, 64, 64)), 'got 4')
+    one_line_error(lambda: model(torch.randn(3, 64, 64)), r'\(b, 3, H, W\)')
+    one_line_error(lambda: HSVLT(HSVLTConfig.preset('nano'), torch.randn(768)), r'shape \(768,\)')
+    one_line_error(lambda: HSVLT(HSVLTConfig.preset('nano'), torch.randn(3, 384)), 'width 384')
+    one_line_error(lambda: HSVLT(HSVLTConfig.preset('nano'), torch.ones(3, 768, dtype=torch.long)), 'floating point')
+    one_line_error(lambda: HSVLTConfig.preset('huge'), "'huge'")
+    one_line_error(lambda: HSVLTConfig.preset('nano', depth=(1, 1, 1, 1)), "'depth'")
+    one_line_error(lambda: HSVLTConfig.preset('nano', aggregation='sum'), "'sum'")
+    one_line_error(lambda: HSVLTConfig.preset('nano', interaction='early'), "'early'")
+    one_line_error(lambda: HSVLTConfig.preset('nano', dims=(32, 64, 128)), r'dims=\(32, 64, 128\)')
+    one_line_error(lambda: HSVLTConfig.preset('nano', num_heads=5), 'num_heads=5')
