@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['Features', 'InteractionBlock', 'Stage']
 
-# %% ../nbs/02_blocks.ipynb #032923b9
+# %% ../nbs/02_blocks.ipynb #0bcf300f
 import torch, torch.nn as nn
 from typing import NamedTuple, Optional
 from torchvision.ops import StochasticDepth
 from .layers import PatchDown, ConvNeXtBlock
 from .ivla import IVLA, LabelGate, VisualFeedback
 
-# %% ../nbs/02_blocks.ipynb #918f7f0f
+# %% ../nbs/02_blocks.ipynb #b2aba6cf
 class Features(NamedTuple):
     "What a block or stage returns: visual map `V` (b c h w), labels `L` (b k c), multi-modal `S` (b k c), attention `A` (b m k n)."
     V: torch.Tensor
@@ -20,14 +20,15 @@ class Features(NamedTuple):
     S: Optional[torch.Tensor] = None
     A: Optional[torch.Tensor] = None
 
-# %% ../nbs/02_blocks.ipynb #662f0dd5
+# %% ../nbs/02_blocks.ipynb #d212f755
 class InteractionBlock(nn.Module):
     "ConvNeXt visual update, then IVLA label update; `conv`, `ivla`, `gate`, `feedback` can each be left out."
     def __init__(self, dim, heads=1, layer_scale=1e-6, drop_path=0., dropout=0., fold='auto',
-                 conv=True, ivla=True, gate=True, feedback=False):
+                 conv=True, ivla=True, gate=True, feedback=False, label_norm=False):
         super().__init__()
         self.conv = ConvNeXtBlock(dim, layer_scale, drop_path) if conv else None
         self.ivla = IVLA(dim, heads, dropout, fold) if ivla else None
+        self.label_norm = nn.LayerNorm(dim) if ivla and label_norm else None
         self.gate = LabelGate(dim) if ivla and gate else None
         self.feedback = VisualFeedback(dim, heads) if ivla and feedback else None
         self.drop_path = StochasticDepth(drop_path, 'row')
@@ -35,18 +36,18 @@ class InteractionBlock(nn.Module):
     def forward(self, v, l=None, need_weights=False):
         if self.conv is not None: v = self.conv(v)
         if self.ivla is None: return Features(v, l)
-        s, a = self.ivla(v, l, need_weights or self.feedback is not None)
+        s, a = self.ivla(v, l if self.label_norm is None else self.label_norm(l), need_weights or self.feedback is not None)
         l = l + self.drop_path(s)
         if self.gate is not None: l = self.gate(l)
         if self.feedback is not None: v = v + self.drop_path(self.feedback(a, s, v.shape[-2:]))
         return Features(v, l, s, a if need_weights else None)
 
-# %% ../nbs/02_blocks.ipynb #5d7b3353
+# %% ../nbs/02_blocks.ipynb #ab44e390
 class Stage(nn.Module):
-    "Down-sampling, label channel unification, then interaction blocks; returns the `Features` of the last IVLA."
-    def __init__(self, c_in, c_out, label_in, blocks, stem=False):
+    "Down-sampling module `down`, label channel unification `label_in -> c_out`, then `blocks`; returns the `Features` of the last IVLA."
+    def __init__(self, down, c_out, label_in, blocks):
         super().__init__()
-        self.down = PatchDown(c_in, c_out, 4, norm_first=False) if stem else PatchDown(c_in, c_out, 2, norm_first=True)
+        self.down = down
         self.lang = nn.Linear(label_in, c_out) if label_in else None
         self.blocks = nn.ModuleList(blocks)
 

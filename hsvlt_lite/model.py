@@ -5,15 +5,16 @@
 # %% auto #0
 __all__ = ['PRESETS', 'HSVLTConfig', 'check_embeddings', 'check_images', 'HSVLT']
 
-# %% ../nbs/04_model.ipynb #7a2cdc48
+# %% ../nbs/04_model.ipynb #9d5b75e8
 import dataclasses, torch, torch.nn as nn
 from dataclasses import dataclass
 from einops import repeat
+from .layers import PatchDown, ConvStem
 from .blocks import InteractionBlock, Stage, Features
 from .csa import Aggregation, ClasswiseLinear
 from .ivla import IVLA, LabelGate, VisualFeedback
 
-# %% ../nbs/04_model.ipynb #dc98defa
+# %% ../nbs/04_model.ipynb #292592b8
 PRESETS = {
     'nano':  dict(dims=(32, 64, 128, 256), depths=(1, 1, 2, 1), layer_scale_init=0.1),
     'tiny':  dict(dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)),
@@ -35,6 +36,8 @@ class HSVLTConfig:
     interaction: str = 'ivla'              # 'ivla' | 'late'
     visual_feedback: bool = False          # IVLA writes back to the patches (γf starts at 0)
     fold: str = 'auto'                     # IVLA formulation: 'auto' | 'folded' | 'plain'
+    label_norm: bool = False               # LayerNorm on the labels entering each IVLA (not in the reference)
+    stem: str = 'patch'                    # 'patch' (4×4, the reference) | 'conv' (two overlapping 3×3, for small images)
 
     def __post_init__(self):
         for name in ('dims', 'depths'):
@@ -44,7 +47,7 @@ class HSVLTConfig:
             object.__setattr__(self, name, tuple(val))
         for c in self.dims:
             if c % self.num_heads: raise ValueError(f"num_heads={self.num_heads} does not divide the stage width {c}")
-        choices = dict(aggregation=Aggregation.modes, interaction=('ivla', 'late'), fold=('auto', 'folded', 'plain'))
+        choices = dict(aggregation=Aggregation.modes, interaction=('ivla', 'late'), fold=('auto', 'folded', 'plain'), stem=('patch', 'conv'))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed: raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
 
@@ -57,7 +60,7 @@ class HSVLTConfig:
         if unknown: raise ValueError(f"unknown HSVLTConfig key {unknown[0]!r}: expected one of {sorted(known)}")
         return cls(**{**PRESETS[name], **overrides})
 
-# %% ../nbs/04_model.ipynb #e6583889
+# %% ../nbs/04_model.ipynb #5e33d236
 def check_embeddings(e, cfg):
     "Label vectors must be a 2-D float tensor `(k, cfg.text_dim)`; raises a one-line `ValueError` otherwise."
     if not isinstance(e, torch.Tensor): raise ValueError(f"label_embeddings must be a torch.Tensor, got {type(e).__name__}")
@@ -71,20 +74,21 @@ def check_images(x):
     if x.shape[1] != 3: raise ValueError(f"images must have 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[2] % 32 or x.shape[3] % 32: raise ValueError(f"image height and width must be divisible by 32, got {x.shape[2]}×{x.shape[3]}")
 
-# %% ../nbs/04_model.ipynb #6aa4ee92
+# %% ../nbs/04_model.ipynb #69a596b3
 def _stage(cfg, i, rates, last_stage, fused):
     "Stage `i` of a model with config `cfg`: drop-path `rates` of its blocks; `fused`: whether its S is aggregated."
     c, c_in = cfg.dims[i], 3 if i == 0 else cfg.dims[i - 1]
-    args = dict(heads=cfg.num_heads, layer_scale=cfg.layer_scale_init, dropout=cfg.dropout, fold=cfg.fold)
+    down = (ConvStem(3, c) if cfg.stem == 'conv' else PatchDown(3, c, 4, norm_first=False)) if i == 0 else PatchDown(c_in, c, 2, norm_first=True)
+    args = dict(heads=cfg.num_heads, layer_scale=cfg.layer_scale_init, dropout=cfg.dropout, fold=cfg.fold, label_norm=cfg.label_norm)
     if cfg.interaction == 'ivla':
         blocks = [InteractionBlock(c, drop_path=r, gate=not (last_stage and j == len(rates) - 1),
                                    feedback=cfg.visual_feedback and not (last_stage and j == len(rates) - 1), **args)
                   for j, r in enumerate(rates)]
-        return Stage(c_in, c, cfg.text_dim if i == 0 else cfg.dims[i - 1], blocks, stem=i == 0)
+        return Stage(down, c, cfg.text_dim if i == 0 else cfg.dims[i - 1], blocks)
     blocks = [InteractionBlock(c, drop_path=r, ivla=False, **args) for r in rates]
     if fused: blocks.append(InteractionBlock(c, drop_path=rates[-1], conv=False, gate=False,
                                              feedback=cfg.visual_feedback and not last_stage, **args))
-    return Stage(c_in, c, cfg.text_dim if fused else None, blocks, stem=i == 0)
+    return Stage(down, c, cfg.text_dim if fused else None, blocks)
 
 class HSVLT(nn.Module):
     "Hierarchical Scale-Aware Vision-Language Transformer: images `(b, 3, H, W)` -> logits `(b, k)`."

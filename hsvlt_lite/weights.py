@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['reference_to_hsvlt_lite', 'reference_config', 'from_reference', 'convnext_to_hsvlt_lite', 'load_convnext']
 
-# %% ../nbs/05_weights.ipynb #cab711c5
+# %% ../nbs/05_weights.ipynb #72947905
 import re, torch, torch.nn as nn
 from .layers import conv_to_linear
 from .model import HSVLT, HSVLTConfig
 
-# %% ../nbs/05_weights.ipynb #7163a712
+# %% ../nbs/05_weights.ipynb #2111ecd6
 _REF_UNUSED = re.compile(r'(head|norm|attn|fuse)\.|stages\.\d+\.\d+\.(mlp|norm2)\.')
 _VISUAL_RULES = [  # (reference pattern, our name, weight transform); also facebookresearch ConvNeXt's names
     (r'downsample_layers\.0\.0\.(weight|bias)', r'stages.0.down.proj.\1', 'conv'),
@@ -53,7 +53,7 @@ def _last_gate(state_dict):
     last = max(int(m[1]) for k in state_dict if (m := re.match(r'stages\.3\.(\d+)\.', k)))
     return re.compile(rf'stages\.3\.{last}\.res_gate\.')
 
-# %% ../nbs/05_weights.ipynb #114df2ab
+# %% ../nbs/05_weights.ipynb #7c4733bd
 def reference_to_hsvlt_lite(state_dict):
     "Rename a reference HSVLT state dict to hsvlt_lite's names (pure; raises on any key it cannot place)."
     last_gate = _last_gate(state_dict)
@@ -81,7 +81,7 @@ def from_reference(state_dict, label_embeddings, num_heads=1, **overrides):
     model.load_state_dict({**mapped, 'label_embeddings': model.label_embeddings}, strict=True)
     return model
 
-# %% ../nbs/05_weights.ipynb #ea8a8bf9
+# %% ../nbs/05_weights.ipynb #b60539c5
 _TV_RULES = [
     (r'features\.0\.0\.(weight|bias)', r'stages.0.down.proj.\1', 'conv'),
     (r'features\.0\.1\.(weight|bias)', r'stages.0.down.norm.\1', None),

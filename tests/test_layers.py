@@ -46,3 +46,14 @@ def test_convnext_block_stochastic_depth_drops_whole_samples():
     kept = [torch.allclose(y[i], x[i] + 2 * residual[i], atol=1e-5) for i in range(64)]
     dropped = [torch.allclose(y[i], x[i]) for i in range(64)]
     assert all(k or d for k, d in zip(kept, dropped)) and 10 < sum(kept) < 54
+
+
+def test_conv_stem_by_hand():
+    from hsvlt_lite.layers import ConvStem
+    stem = ConvStem(3, 16)
+    ln1, ln2 = TVLayerNorm2d(8, eps=1e-6), TVLayerNorm2d(16, eps=1e-6)
+    nn.init.normal_(stem.norm1.weight); nn.init.normal_(stem.norm2.bias)
+    ln1.load_state_dict(stem.norm1.state_dict()); ln2.load_state_dict(stem.norm2.state_dict())
+    x = torch.randn(2, 3, 32, 64)
+    h = F.gelu(ln1(F.conv2d(x, stem.conv1.weight, stem.conv1.bias, stride=2, padding=1)))
+    assert_close(stem(x), ln2(F.conv2d(h, stem.conv2.weight, stem.conv2.bias, stride=2, padding=1)))

@@ -44,10 +44,27 @@ def test_no_dead_parameters_in_any_preset(preset):
 SWITCHES = list(itertools.product(('csa', 'last', 'topdown'), ('ivla', 'late'), (False, True)))
 
 @pytest.mark.parametrize('aggregation,interaction,feedback', SWITCHES)
-def test_no_dead_parameters_for_every_switch(aggregation, interaction, feedback):
+@pytest.mark.parametrize('label_norm,stem', [(False, 'patch'), (True, 'conv')])
+def test_no_dead_parameters_for_every_switch(aggregation, interaction, feedback, label_norm, stem):
     cfg = HSVLTConfig.preset('nano', num_heads=2, aggregation=aggregation, interaction=interaction, visual_feedback=feedback,
-                             drop_path_rate=0.1, dropout=0.1)
+                             label_norm=label_norm, stem=stem, drop_path_rate=0.1, dropout=0.1)
     assert_every_parameter_learns(HSVLT(cfg, unit_vectors(4)), size=64)
+
+
+def test_label_norm_normalises_the_labels_entering_every_ivla():
+    e = unit_vectors(5)
+    plain = HSVLT(HSVLTConfig.preset('nano'), e).eval()
+    normed = HSVLT(HSVLTConfig.preset('nano', label_norm=True), e).eval()
+    missing, unexpected = normed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and len(missing) == 2 * sum(HSVLTConfig.preset('nano').depths)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f = normed.forward_features(x)
+        l0 = normed.stages[0].lang(e).expand(2, -1, -1)
+        v0 = normed.stages[0].blocks[0].conv(normed.stages[0].down(x))
+        s, _ = plain.stages[0].blocks[0].ivla(v0, torch.nn.functional.layer_norm(l0, (32,), eps=1e-5))
+        assert_close(f[0].S, s)
+        assert not torch.allclose(f[0].S, plain.forward_features(x)[0].S)
 
 
 def test_forward_is_classwise_linear_over_concatenated_S():
