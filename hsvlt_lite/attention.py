@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'attention_maps', 'plot_attention']
 
-# %% ../nbs/06_attention.ipynb #14990338
+# %% ../nbs/06_attention.ipynb #8c586b6c
 import torch, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from einops import rearrange, reduce
 from .model import HSVLT
 
-# %% ../nbs/06_attention.ipynb #cdd9562d
+# %% ../nbs/06_attention.ipynb #8b375955
 def attention_maps(model: HSVLT, images):
     "Per stage, the head-averaged label-to-patch attention as maps `(b, k, h_i, w_i)` (None where a stage has no IVLA)."
     with torch.no_grad(): feats = model.forward_features(images, need_weights=True)
     return [None if f.A is None else rearrange(reduce(f.A, 'b m k n -> b k n', 'mean'), 'b k (h w) -> b k h w', h=f.V.shape[-2])
             for f in feats]
 
-# %% ../nbs/06_attention.ipynb #70ec788f
+# %% ../nbs/06_attention.ipynb #6aa38efa
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def plot_attention(model: HSVLT, images, label_names, labels=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, path=None, max_rows=12):

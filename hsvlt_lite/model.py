@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['PRESETS', 'HSVLTConfig', 'check_embeddings', 'check_images', 'HSVLT']
 
-# %% ../nbs/04_model.ipynb #9d5b75e8
+# %% ../nbs/04_model.ipynb #f1ea3c0b
 import dataclasses, torch, torch.nn as nn
 from dataclasses import dataclass
 from einops import repeat
 from .layers import PatchDown, ConvStem
-from .blocks import InteractionBlock, Stage, Features
-from .csa import Aggregation, ClasswiseLinear
+from .blocks import InteractionBlock, Stage
+from .csa import Aggregation
 from .ivla import IVLA, LabelGate, VisualFeedback
 
-# %% ../nbs/04_model.ipynb #292592b8
+# %% ../nbs/04_model.ipynb #4cbe3895
 PRESETS = {
     'nano':  dict(dims=(32, 64, 128, 256), depths=(1, 1, 2, 1), layer_scale_init=0.1),
     'tiny':  dict(dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)),
@@ -60,7 +60,7 @@ class HSVLTConfig:
         if unknown: raise ValueError(f"unknown HSVLTConfig key {unknown[0]!r}: expected one of {sorted(known)}")
         return cls(**{**PRESETS[name], **overrides})
 
-# %% ../nbs/04_model.ipynb #5e33d236
+# %% ../nbs/04_model.ipynb #4540ec2c
 def check_embeddings(e, cfg):
     "Label vectors must be a 2-D float tensor `(k, cfg.text_dim)`; raises a one-line `ValueError` otherwise."
     if not isinstance(e, torch.Tensor): raise ValueError(f"label_embeddings must be a torch.Tensor, got {type(e).__name__}")
@@ -74,16 +74,15 @@ def check_images(x):
     if x.shape[1] != 3: raise ValueError(f"images must have 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[2] % 32 or x.shape[3] % 32: raise ValueError(f"image height and width must be divisible by 32, got {x.shape[2]}×{x.shape[3]}")
 
-# %% ../nbs/04_model.ipynb #69a596b3
+# %% ../nbs/04_model.ipynb #ef6233d1
 def _stage(cfg, i, rates, last_stage, fused):
     "Stage `i` of a model with config `cfg`: drop-path `rates` of its blocks; `fused`: whether its S is aggregated."
     c, c_in = cfg.dims[i], 3 if i == 0 else cfg.dims[i - 1]
     down = (ConvStem(3, c) if cfg.stem == 'conv' else PatchDown(3, c, 4, norm_first=False)) if i == 0 else PatchDown(c_in, c, 2, norm_first=True)
     args = dict(heads=cfg.num_heads, layer_scale=cfg.layer_scale_init, dropout=cfg.dropout, fold=cfg.fold, label_norm=cfg.label_norm)
     if cfg.interaction == 'ivla':
-        blocks = [InteractionBlock(c, drop_path=r, gate=not (last_stage and j == len(rates) - 1),
-                                   feedback=cfg.visual_feedback and not (last_stage and j == len(rates) - 1), **args)
-                  for j, r in enumerate(rates)]
+        feeds_on = [not (last_stage and j == len(rates) - 1) for j in range(len(rates))]   # the very last block's L and V feed nothing
+        blocks = [InteractionBlock(c, drop_path=r, gate=on, feedback=cfg.visual_feedback and on, **args) for r, on in zip(rates, feeds_on)]
         return Stage(down, c, cfg.text_dim if i == 0 else cfg.dims[i - 1], blocks)
     blocks = [InteractionBlock(c, drop_path=r, ivla=False, **args) for r in rates]
     if fused: blocks.append(InteractionBlock(c, drop_path=rates[-1], conv=False, gate=False,
@@ -108,7 +107,7 @@ class HSVLT(nn.Module):
     def init_label_path(self):
         "Label-side linears N(0, 1/fan-in), zero bias; the one reading `E` scaled to unit-RMS `L`; gate outputs ×0.1; head N(0, 1/width)."
         label_side = [m for m in self.modules() if isinstance(m, (IVLA, LabelGate, VisualFeedback))]
-        label_side += [s.lang for s in self.stages if s.lang is not None] + [self.aggregate.topdown]
+        label_side += [s.lang for s in self.stages if s.lang is not None] + [self.aggregate.topdown or nn.Identity()]
         for lin in nn.ModuleList(label_side).modules():
             if isinstance(lin, nn.Linear): _normal_fan_in(lin)
         e_rms = self.label_embeddings.square().sum(1).mean().sqrt().clamp_min(1e-6)

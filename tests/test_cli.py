@@ -1,0 +1,98 @@
+"The command line end to end on a short digits run: outputs checked against scikit-learn and the model itself."
+import json, shutil, subprocess, sys, pytest, torch
+from pathlib import Path
+from PIL import Image
+from hsvlt_lite.cli import main
+from hsvlt_lite.data import MultiScaleDigits, FreshCanvases, eval_transform
+from hsvlt_lite.metrics import mean_average_precision
+from hsvlt_lite.train import load_model, evaluate
+
+ARGS = ['--epochs', '2', '--steps-per-epoch', '6', '--batch-size', '32', '--test-size', '128']
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('cli') / 'run'
+    assert main(['train', *ARGS, '--ema', '--out', str(out)]) == 0
+    return out
+
+
+def test_train_writes_checkpoint_metrics_and_picture(run, capsys):
+    metrics = json.loads((run / 'metrics.json').read_text())
+    test = MultiScaleDigits('test', n=128, size=64, seed=0)
+    for key, weights in (('raw', 'model'), ('ema', 'ema')):
+        model, names = load_model(run / 'model.pt', weights)
+        scores, targets = evaluate(model, test)
+        assert metrics[key]['mAP'] == pytest.approx(mean_average_precision(scores, targets), abs=1e-9)
+        for band, t in test.targets_by_scale().items():
+            assert metrics[key]['AP_by_size'][band] == pytest.approx(mean_average_precision(scores, t), abs=1e-9)
+    assert metrics['mAP'] == metrics['ema']['mAP'] and names == list(test.label_names)
+    assert len(metrics['history']) == 2 and metrics['timings']['train_seconds'] > 0
+    assert metrics['config']['model']['stem'] == 'conv' and metrics['config']['model']['label_norm'] is True
+    assert (run / 'attention.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_eval_prints_the_same_map(run, capsys):
+    metrics = json.loads((run / 'metrics.json').read_text())
+    assert main(['eval', '--ckpt', str(run / 'model.pt')]) == 0
+    assert f"mAP   {metrics['raw']['mAP']:.4f}" in capsys.readouterr().out
+
+
+def test_predict_prints_the_models_probabilities(run, tmp_path, capsys):
+    img = MultiScaleDigits('test', n=1, size=64, seed=7).images[0]
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / 'x.png')
+    assert main(['predict', '--ckpt', str(run / 'model.pt'), str(tmp_path / 'x.png'), '--top', '2', '--attention', str(tmp_path / 'a.png')]) == 0
+    model, names = load_model(run / 'model.pt')
+    with torch.no_grad(): p = torch.sigmoid(model(eval_transform(64)(img)[None]))[0]
+    top = p.topk(2)
+    out = capsys.readouterr().out
+    assert ', '.join(f'{names[i]} {v:.3f}' for v, i in zip(top.values.tolist(), top.indices.tolist())) in out
+    assert (tmp_path / 'a.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_an_interrupted_run_resumed_ends_with_the_same_weights(run, tmp_path, monkeypatch):
+    real = FreshCanvases.__iter__
+    def dies_in_epoch_2(self):
+        if self.epoch == 1: raise KeyboardInterrupt
+        yield from real(self)
+    monkeypatch.setattr(FreshCanvases, '__iter__', dies_in_epoch_2)
+    part = tmp_path / 'part'
+    with pytest.raises(KeyboardInterrupt): main(['train', *ARGS, '--ema', '--out', str(part)])
+    monkeypatch.undo()
+    assert main(['train', *ARGS, '--ema', '--out', str(part), '--resume', str(part / 'model.pt')]) == 0
+    for weights in ('model', 'ema'):
+        whole, _ = load_model(run / 'model.pt', weights); resumed, _ = load_model(part / 'model.pt', weights)
+        for (n, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()): torch.testing.assert_close(b, a, rtol=0, atol=0, msg=n)
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['train', '--preset', 'huge'], "invalid choice: 'huge'"),
+    (['train', '--img-size', '100'], 'image size 100'),
+    (['train', '--data', 'list', '--root', '.'], '--data list needs --test-list'),
+    (['eval', '--ckpt', 'missing.pt'], "'missing.pt' does not exist"),
+    (['train', '--pretrained', 'torchvision'], "needs preset tiny, small or base, not 'nano'"),
+    (['train', '--embeddings', 'nothere.pt'], "'nothere.pt' does not exist"),
+])
+def test_bad_arguments_end_with_one_line(argv, message, capsys):
+    try: code = main(argv)
+    except SystemExit as e: code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count('\n') == 1 and err.startswith('hsvlt: error:') and message in err
+
+
+def test_eval_refuses_a_checkpoint_from_another_label_set(run, tmp_path, capsys):
+    img = MultiScaleDigits('test', n=1, size=64, seed=7).images[0]
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / 'x.png')
+    (tmp_path / 'names.txt').write_text('cat\ndog\n'); (tmp_path / 'test.txt').write_text('x.png\tcat\n')
+    code = main(['eval', '--ckpt', str(run / 'model.pt'), '--data', 'list', '--root', str(tmp_path), '--test-list', str(tmp_path / 'test.txt'),
+                 '--labels', str(tmp_path / 'names.txt'), '--img-size', '64'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'was trained on labels' in err and err.count('\n') == 1
+
+
+def test_console_script_help_documents_every_option():
+    hsvlt = shutil.which('hsvlt') or str(Path(sys.executable).parent / 'hsvlt')   # the console script pip installed
+    out = subprocess.run([hsvlt, 'train', '--help'], capture_output=True, text=True, check=True).stdout
+    for opt in ('--data', '--root', '--train-list', '--test-list', '--labels', '--preset', '--img-size', '--epochs', '--batch-size', '--lr',
+                '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed'):
+        assert opt in out

@@ -1,0 +1,317 @@
+"Multi-scale digits against scikit-learn's digits, colorsys and torch's interpolate; readers on fixture trees written in the real formats."
+import colorsys, json, math, random, pytest, numpy as np, torch, torch.nn.functional as F
+from pathlib import Path
+from PIL import Image
+from sklearn.datasets import load_digits
+from torch.testing import assert_close
+from torch.utils.data import DataLoader
+from hsvlt_lite.data import (MultiScaleDigits, ListFileDataset, VOC2007, COCO2014, NUSWIDE, DIGIT_NAMES, VOC_CLASSES, COCO_CLASSES,
+                             NUS_WIDE_CLASSES, IMAGENET_MEAN, IMAGENET_STD, digit_pool, hsv_to_rgb, place_boxes, render_glyphs,
+                             compose_canvases, label_sizes, split_by_scale, Layout, train_transform, eval_transform)
+
+MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+
+
+def normalised(rgb): return (torch.tensor(rgb, dtype=torch.float32) / 255 - MEAN[:, 0, 0]) / STD[:, 0, 0]
+
+
+# --- the bundled multi-scale digits -------------------------------------------------------------------------------
+
+def test_glyph_pools_are_the_real_digits_split_by_sample():
+    digits = load_digits()
+    train, test = digit_pool('train'), digit_pool('test')
+    assert (len(train.labels), len(test.labels)) == (1437, 360)
+    assert set(train.index).isdisjoint(test.index) and set(train.index) | set(test.index) == set(range(1797))
+    for pool in (train, test):
+        assert_close(pool.images, torch.tensor(digits.images[pool.index] / 16, dtype=torch.float32))
+        assert (pool.labels.numpy() == digits.target[pool.index]).all()
+    assert (np.bincount(test.labels.numpy()) >= 35).all()          # ~36 of each digit: stratified
+    with pytest.raises(ValueError, match="split='val'"): digit_pool('val')
+
+
+def test_hsv_to_rgb_matches_colorsys():
+    h, s, v = torch.rand(3, 500, dtype=torch.float64)
+    ref = [colorsys.hsv_to_rgb(*x) for x in zip(h.tolist(), s.tolist(), v.tolist())]
+    assert_close(hsv_to_rgb(h, s, v), torch.tensor(ref, dtype=torch.float64))
+
+
+def test_boxes_fit_the_canvas_never_overlap_and_respect_count_and_scale():
+    box, active = place_boxes(500, 96, (2, 3), (12, 48), torch.Generator().manual_seed(3))
+    for bx, act in zip(box.tolist(), active.tolist()):
+        placed = [q for q, a in zip(bx, act) if a]
+        assert 1 <= len(placed) <= 3 and act[0]
+        for i, (x, y, s) in enumerate(placed):
+            assert x >= 0 and y >= 0 and x + s <= 96 and y + s <= 96 and 12 <= s <= 48
+            assert all(x + s <= x2 or x2 + s2 <= x or y + s <= y2 or y2 + s2 <= y for x2, y2, s2 in placed[:i])
+    assert active.sum(1).float().mean() > 2.3                        # asked 2-3, rarely one dropped
+
+
+def test_render_equals_interpolate_of_the_zero_bordered_glyph():
+    glyph = digit_pool('test').images[5:6]
+    ink = render_glyphs(glyph, torch.tensor([[20. + 12, 4. + 8]]), torch.tensor([[12., 8.]]), torch.zeros(1), torch.zeros(1), 64)[0, 0]
+    ref = torch.zeros(64, 64)          # ×3 wide, ×2 high, box at x 20..44, y 4..20; the zero border adds one glyph pixel around
+    ref[4 - 2:20 + 2, 20 - 3:44 + 3] = F.interpolate(F.pad(glyph, (1, 1, 1, 1))[None], scale_factor=(2, 3), mode='bilinear', align_corners=False)[0, 0]
+    assert_close(ink, ref)
+
+
+def test_rotation_and_shear_move_pixels_as_the_affine_map_says():
+    glyph = digit_pool('test').images[9:10]
+    def render(rot, shear, cy=32.):
+        return render_glyphs(glyph, torch.tensor([[32., cy]]), torch.tensor([[20., 20.]]), torch.tensor([rot]), torch.tensor([shear]), 64)[0, 0]
+    assert_close(render(-math.pi / 2, 0.), torch.rot90(render(0., 0.), 1), atol=1e-5, rtol=0)
+    upright, sheared = render(0., 0., cy=32.5), render(0., 0.25, cy=32.5)
+    assert_close(sheared[36, 1:], upright[36, :-1], atol=1e-5, rtol=0)   # 4 px below the centre, x-shear 0.25: 1 px right
+    assert_close(sheared[28, :-1], upright[28, 1:], atol=1e-5, rtol=0)   # 4 px above: 1 px left
+
+
+def test_canvases_show_each_listed_glyph_in_its_colour_and_the_targets_follow():
+    pool = digit_pool('train')
+    inked = pool._replace(images=(pool.images > 0.5).float())
+    images, layout = compose_canvases(inked, 40, size=64, count=(1, 3), scale=(1/2, 1/2), generator=torch.Generator().manual_seed(4))
+    checked = 0
+    for im, gl, bx, col, act in zip(images, layout.glyph, layout.box.long(), layout.colour, layout.active):
+        for g, (x, y, s), c in zip(gl[act], bx[act], col[act]):
+            up = F.interpolate(F.pad(inked.images[g], (1, 1, 1, 1))[None, None], scale_factor=4, mode='bilinear', align_corners=False)[0, 0, 4:-4, 4:-4]
+            full = up > 0.9999
+            assert ((im[:, y:y + s, x:x + s][:, full].float() / 255 - c[:, None]).abs() <= 1 / 255 + 1e-6).all()
+            checked += int(full.sum())
+    assert checked > 1500
+    assert (layout.label == pool.labels[layout.glyph]).all()
+    sizes = label_sizes(layout)
+    for sz, lab, act in zip(sizes, layout.label, layout.active):
+        assert sorted(torch.nonzero(sz).flatten().tolist()) == sorted(set(lab[act].tolist())) and (sz[lab[act]] == 32).all()
+
+
+def test_augmentation_keeps_the_layout():
+    pool = digit_pool('train')
+    plain, lay0 = compose_canvases(pool, 16, generator=torch.Generator().manual_seed(5))
+    augmented, lay1 = compose_canvases(pool, 16, augment=True, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(lay0, lay1))
+    assert (plain.float() - augmented.float()).abs().mean() > 1
+
+
+def test_label_sizes_keep_the_largest_glyph_of_a_repeated_digit():
+    box = torch.tensor([[[0., 0., 20.], [30., 0., 9.], [0., 30., 14.]]])
+    layout = Layout(torch.zeros(1, 3, dtype=torch.long), torch.tensor([[7, 7, 2]]), box, torch.zeros(1, 3, 3), torch.tensor([[True, True, False]]))
+    expected = torch.zeros(1, 10); expected[0, 7] = 20
+    assert torch.equal(label_sizes(layout), expected)
+
+
+def test_fixed_sets_are_deterministic_from_the_seed():
+    a, b = MultiScaleDigits('test', n=256, seed=5), MultiScaleDigits('test', n=256, seed=5)
+    assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets) and torch.equal(a.sizes, b.sizes)
+    assert not torch.equal(a.images, MultiScaleDigits('test', n=256, seed=6).images)
+    assert not torch.equal(a.images, MultiScaleDigits('train', n=256, seed=5, augment=False).images)
+    assert a.label_names == DIGIT_NAMES and len(a) == 256
+    assert torch.equal(a.targets, (a.sizes > 0).float()) and ((a.sizes == 0) | ((a.sizes >= 8) & (a.sizes <= 32))).all()
+    assert ((a.targets.sum(1) >= 1) & (a.targets.sum(1) <= 4)).all()
+
+
+def test_item_is_the_stored_canvas_normalised():
+    ds = MultiScaleDigits('test', n=3, size=32, count=(1, 2), scale=(1/4, 1/2))
+    x, y = ds[2]
+    assert_close(x, (ds.images[2].float() / 255 - MEAN) / STD)
+    assert torch.equal(y, ds.targets[2]) and x.shape == (3, 32, 32)
+
+
+def test_fresh_batches_are_new_each_epoch_and_replay_for_a_resumed_run():
+    f = MultiScaleDigits('train', n=0).fresh(8, steps=2, seed=2)
+    e0 = list(f); f.set_epoch(1); e1 = list(f); f.set_epoch(0); again = list(f)
+    assert not any(torch.equal(a[0], b[0]) for a, b in zip(e0, e1))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(e0, again))
+
+
+def test_fresh_batches_are_fixed_by_seed_and_index_whatever_the_workers():
+    ds = MultiScaleDigits('train', n=0)
+    here = list(ds.fresh(8, steps=4, seed=2))
+    workers = list(DataLoader(ds.fresh(8, steps=4, seed=2), batch_size=None, num_workers=2))
+    assert len(here) == len(workers) == 4
+    for (x0, y0), (x1, y1) in zip(here, workers):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert not torch.equal(here[0][0], here[1][0])
+    assert not torch.equal(here[0][0], next(iter(ds.fresh(8, seed=3)))[0])
+    x, y = here[0]
+    assert x.shape == (8, 3, 64, 64) and x.dtype == torch.float32 and set(y.unique().tolist()) <= {0., 1.}
+
+
+def test_split_by_scale_by_hand():
+    t = torch.tensor([[1., 0., 1., 1.], [0., 1., 1., 0.]])
+    sizes = torch.tensor([[8., 0., 13., 32.], [0., 12.7, 20.2, 0.]])
+    bands = split_by_scale(t, sizes, (12.7, 20.2))
+    assert bands['small'].tolist() == [[1., 0., -1., -1.], [0., -1., -1., 0.]]
+    assert bands['medium'].tolist() == [[-1., 0., 1., -1.], [0., 1., -1., 0.]]
+    assert bands['large'].tolist() == [[-1., 0., -1., 1.], [0., -1., 1., 0.]]
+
+
+def test_targets_by_scale_partition_the_positives():
+    ds = MultiScaleDigits('test', n=256)
+    bands = ds.targets_by_scale()
+    kept = sum((b == 1).float() for b in bands.values())
+    assert torch.equal(kept, ds.targets)                              # every positive in exactly one band
+    lo, hi = 8 * 4 ** (1 / 3), 8 * 4 ** (2 / 3)
+    assert torch.equal(bands['small'] == 1, (ds.targets == 1) & (ds.sizes < lo))
+    assert torch.equal(bands['large'] == 1, (ds.targets == 1) & (ds.sizes >= hi))
+    assert all(torch.equal(b == 0, ds.targets == 0) for b in bands.values())
+
+
+@pytest.mark.parametrize('kwargs,match', [(dict(size=100), 'size=100'), (dict(count=(0, 2)), r'count=\(0, 2\)'), (dict(count=(1, 2, 3)), r'count=\(1, 2, 3\)'),
+                                          (dict(scale=(0.6, 0.5)), r'scale=\(0.6, 0.5\)'), (dict(split='val'), "split='val'"),
+                                          (dict(n=-1), 'n=-1')])
+def test_bad_digit_arguments_raise_naming_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match): MultiScaleDigits(**{'n': 1, **kwargs})
+
+
+def test_transforms_on_a_flat_colour():
+    flat = torch.tensor([17, 128, 240], dtype=torch.uint8)[:, None, None].expand(3, 50, 30).contiguous()
+    for tf in (train_transform(24), eval_transform(24)):
+        assert_close(tf(flat), normalised([17, 128, 240])[:, None, None].expand(3, 24, 24))
+
+
+def test_train_transform_flips_left_right_half_the_time():
+    half = torch.zeros(3, 32, 32, dtype=torch.uint8); half[:, :, :16] = 255   # white left half
+    torch.manual_seed(0)
+    tf = train_transform(32)
+    left_white = [bool(tf(half)[:, :, 0].mean() > 0) for _ in range(200)]
+    assert 60 < sum(left_white) < 140
+
+
+# --- readers on fixture trees ---------------------------------------------------------------------------------------
+
+def jpeg(path, rgb, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new('RGB', size, rgb).save(path, quality=95)
+
+
+def colour_of(x): return x.mean((1, 2))
+
+
+def test_list_file_dataset(tmp_path):
+    jpeg(tmp_path / 'img' / 'a.jpg', (250, 0, 0)); jpeg(tmp_path / 'img' / 'b.jpg', (0, 0, 250)); jpeg(tmp_path / 'c.jpg', (0, 250, 0))
+    (tmp_path / 'names.txt').write_text('cat\ndog\n\nbird\n')
+    (tmp_path / 'list.txt').write_text('img/a.jpg\tdog,cat\nimg/b.jpg\t\n\nc.jpg\tbird , dog\n')
+    ds = ListFileDataset(tmp_path, tmp_path / 'list.txt', tmp_path / 'names.txt', transform=eval_transform(16))
+    assert ds.label_names == ['cat', 'dog', 'bird'] and len(ds) == 3
+    assert ds.targets.tolist() == [[1, 1, 0], [0, 0, 0], [0, 1, 1]]
+    for i, rgb in enumerate([(250, 0, 0), (0, 0, 250), (0, 250, 0)]):
+        x, y = ds[i]
+        assert x.shape == (3, 16, 16) and torch.equal(y, ds.targets[i])
+        assert_close(colour_of(x), normalised(rgb), atol=0.05, rtol=0)
+    same = ListFileDataset(tmp_path, tmp_path / 'list.txt', ['cat', 'dog', 'bird'])
+    assert torch.equal(same.targets, ds.targets) and same[0][0].shape == (3, 224, 224)
+
+
+def test_list_file_errors_name_the_file_and_line(tmp_path):
+    jpeg(tmp_path / 'a.jpg', (9, 9, 9))
+    (tmp_path / 'bad.jpg').write_bytes(b'not a jpeg')
+    names = ['cat', 'dog']
+    cases = {'a.jpg\tcat\na.jpg cat\n': (ValueError, r'list.txt:2: expected'),
+             'a.jpg\tcat\n\na.jpg\tcat,cow\n': (ValueError, r"list.txt:3: unknown label 'cow'"),
+             'a.jpg\tdog\nmissing.jpg\tdog\n': (FileNotFoundError, r'list.txt:2: image not found'),
+             '\n': (ValueError, r'list.txt: no images listed')}
+    for text, (err, match) in cases.items():
+        (tmp_path / 'list.txt').write_text(text)
+        with pytest.raises(err, match=match): ListFileDataset(tmp_path, tmp_path / 'list.txt', names)
+    (tmp_path / 'list.txt').write_text('a.jpg\tcat\nbad.jpg\tdog\n')
+    ds = ListFileDataset(tmp_path, tmp_path / 'list.txt', names)
+    with pytest.raises(ValueError, match=r'list.txt:2: cannot read image .*bad.jpg'): ds[1]
+    (tmp_path / 'names.txt').write_text('cat\ndog\ncat\n')
+    with pytest.raises(ValueError, match=r"names.txt:3: label name 'cat' repeats line 1"):
+        ListFileDataset(tmp_path, tmp_path / 'list.txt', tmp_path / 'names.txt')
+    with pytest.raises(FileNotFoundError, match='nowhere.txt'): ListFileDataset(tmp_path, tmp_path / 'nowhere.txt', names)
+
+
+def test_nuswide_list_form(tmp_path):
+    jpeg(tmp_path / 'Flickr' / 'sky' / '0001_1.jpg', (0, 0, 200)); jpeg(tmp_path / 'Flickr' / 'zebra' / '0002_2.jpg', (200, 200, 200))
+    (tmp_path / 'train.txt').write_text('Flickr/sky/0001_1.jpg\tclouds,sky,water\nFlickr/zebra/0002_2.jpg\tzebra,grass,animal\n')
+    ds = NUSWIDE(tmp_path, tmp_path / 'train.txt', transform=eval_transform(8))
+    assert ds.label_names == NUS_WIDE_CLASSES and ds.targets.shape == (2, 81)
+    assert [{NUS_WIDE_CLASSES[j] for j in torch.nonzero(t).flatten()} for t in ds.targets] == [{'clouds', 'sky', 'water'}, {'zebra', 'grass', 'animal'}]
+    (tmp_path / 'train.txt').write_text('Flickr/sky/0001_1.jpg\tsky,skies\n')
+    with pytest.raises(ValueError, match="train.txt:1: unknown label 'skies'"): NUSWIDE(tmp_path, tmp_path / 'train.txt')
+
+
+def voc_tree(root, annotations, split='trainval'):
+    "Write VOCdevkit/VOC2007 under `root`: {image id: [(class, difficult), ...]} with a flat-grey JPEG each."
+    voc = root / 'VOCdevkit' / 'VOC2007'
+    (voc / 'Annotations').mkdir(parents=True); (voc / 'ImageSets' / 'Main').mkdir(parents=True)
+    for i, (name, objects) in enumerate(annotations.items()):
+        jpeg(voc / 'JPEGImages' / f'{name}.jpg', (30 * i, 30 * i, 30 * i))
+        objs = ''.join(f'<object><name>{c}</name><pose>Left</pose><truncated>0</truncated><difficult>{d}</difficult>'
+                       f'<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>' for c, d in objects)
+        (voc / 'Annotations' / f'{name}.xml').write_text(f'<annotation><folder>VOC2007</folder><filename>{name}.jpg</filename>'
+                                                         f'<size><width>40</width><height>30</height><depth>3</depth></size>{objs}</annotation>')
+    (voc / 'ImageSets' / 'Main' / f'{split}.txt').write_text(''.join(f'{n}\n' for n in annotations))
+    return voc
+
+
+def test_voc2007_targets_with_difficult_objects_ignored(tmp_path):
+    voc = voc_tree(tmp_path, {'000005': [('chair', 0), ('chair', 1), ('diningtable', 1)],
+                              '000007': [('car', 0)],
+                              '000009': [('person', 1), ('horse', 0), ('person', 1)],
+                              '000012': []})
+    ds = VOC2007(tmp_path, 'trainval', transform=eval_transform(8))
+    expected = np.zeros((4, 20), np.float32)
+    for row, present, ignored in [(0, ['chair'], ['diningtable']), (1, ['car'], []), (2, ['horse'], ['person']), (3, [], [])]:
+        for c in present: expected[row, VOC_CLASSES.index(c)] = 1
+        for c in ignored: expected[row, VOC_CLASSES.index(c)] = -1
+    assert ds.label_names == VOC_CLASSES and ds.targets.tolist() == expected.tolist()
+    assert_close(colour_of(ds[2][0]), normalised([60, 60, 60]), atol=0.05, rtol=0)
+    assert torch.equal(VOC2007(voc, 'trainval').targets, ds.targets)     # root may be the VOC2007 folder itself
+
+
+def test_voc2007_errors_name_the_file(tmp_path):
+    voc = voc_tree(tmp_path, {'000001': [('dog', 0)], '000002': [('cat', 0)]}, split='test')
+    (voc / 'Annotations' / '000002.xml').write_text('<annotation><object><name>cat</name></objec></annotation>')
+    with pytest.raises(ValueError, match=r'000002.xml: malformed XML .*line 1'): VOC2007(voc, 'test')
+    (voc / 'Annotations' / '000002.xml').write_text('<annotation><object><name>kitten</name></object></annotation>')
+    with pytest.raises(ValueError, match=r"000002.xml: unknown VOC class 'kitten'"): VOC2007(voc, 'test')
+    (voc / 'Annotations' / '000002.xml').unlink()
+    with pytest.raises(FileNotFoundError, match=r'test.txt:2: annotation not found'): VOC2007(voc, 'test')
+    (voc / 'ImageSets' / 'Main' / 'test.txt').write_text('000001\n')
+    (voc / 'JPEGImages' / '000001.jpg').unlink()
+    with pytest.raises(FileNotFoundError, match=r'test.txt:1: image not found: .*000001.jpg'): VOC2007(voc, 'test')
+    with pytest.raises(ValueError, match="split='val2'"): VOC2007(voc, 'val2')
+
+
+COCO_IDS = [*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83), *range(84, 91)]
+
+
+def coco_tree(root, images, annotations, split='val'):
+    "Write annotations/instances_{split}2014.json (the 80 real categories, in shuffled order) and the JPEGs."
+    cats = [{'supercategory': 'x', 'id': i, 'name': n} for i, n in zip(COCO_IDS, COCO_CLASSES)]
+    random.Random(0).shuffle(cats)
+    for im in images: jpeg(root / f'{split}2014' / im['file_name'], (200, 100, 0))
+    (root / 'annotations').mkdir(parents=True, exist_ok=True)
+    ann = root / 'annotations' / f'instances_{split}2014.json'
+    ann.write_text(json.dumps({'info': {}, 'images': images, 'categories': cats, 'annotations': annotations}, indent=1))
+    return ann
+
+
+def test_coco2014_maps_category_ids_in_sorted_order(tmp_path):
+    images = [{'id': 42, 'file_name': 'COCO_val2014_000000000042.jpg'}, {'id': 7, 'file_name': 'COCO_val2014_000000000007.jpg'},
+              {'id': 99, 'file_name': 'COCO_val2014_000000000099.jpg'}]
+    anns = [{'id': 1, 'image_id': 42, 'category_id': 90, 'iscrowd': 0}, {'id': 2, 'image_id': 42, 'category_id': 1, 'iscrowd': 0},
+            {'id': 3, 'image_id': 7, 'category_id': 13, 'iscrowd': 1}, {'id': 4, 'image_id': 42, 'category_id': 1, 'iscrowd': 0}]
+    coco_tree(tmp_path, images, anns)
+    ds = COCO2014(tmp_path, 'val', transform=eval_transform(8))
+    assert ds.label_names == COCO_CLASSES and ds.targets.shape == (3, 80)
+    present = [{ds.label_names[j] for j in torch.nonzero(t).flatten()} for t in ds.targets]
+    assert present == [{'stop sign'}, {'person', 'toothbrush'}, set()]          # images in id order: 7, 42, 99 (no annotations)
+    assert [p.name for p in ds.paths] == ['COCO_val2014_000000000007.jpg', 'COCO_val2014_000000000042.jpg', 'COCO_val2014_000000000099.jpg']
+    assert_close(colour_of(ds[1][0]), normalised([200, 100, 0]), atol=0.05, rtol=0)
+
+
+def test_coco2014_errors_name_the_file(tmp_path):
+    images = [{'id': 1, 'file_name': 'a.jpg'}]
+    coco_tree(tmp_path, images, [{'id': 5, 'image_id': 1, 'category_id': 12}])
+    with pytest.raises(ValueError, match=r'instances_val2014.json: annotation 5 has unknown category id 12'): COCO2014(tmp_path)
+    coco_tree(tmp_path, images, [{'id': 6, 'image_id': 2, 'category_id': 1}])
+    with pytest.raises(ValueError, match=r'instances_val2014.json: annotation 6 refers to unknown image id 2'): COCO2014(tmp_path)
+    ann = coco_tree(tmp_path, images, [{'id': 7, 'category_id': 1}])
+    with pytest.raises(ValueError, match=r"instances_val2014.json: COCO annotations lack the key 'image_id'"): COCO2014(tmp_path)
+    ann.write_text('{"images": [\n{"id": 1,}\n]}')
+    with pytest.raises(ValueError, match=r'instances_val2014.json:2: not valid JSON'): COCO2014(tmp_path)
+    coco_tree(tmp_path, images + [{'id': 3, 'file_name': 'gone.jpg'}], [])
+    (tmp_path / 'val2014' / 'gone.jpg').unlink()
+    with pytest.raises(FileNotFoundError, match=r'instances_val2014.json \(image id 3\): image not found: .*gone.jpg'): COCO2014(tmp_path)
+    with pytest.raises(ValueError, match="split='test'"): COCO2014(tmp_path, 'test')
