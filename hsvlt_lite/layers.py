@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['LayerNorm2d', 'PatchDown', 'conv_to_linear', 'ConvNeXtBlock', 'ConvStem']
 
-# %% ../nbs/00_layers.ipynb #5ea09e70
+# %% ../nbs/00_layers.ipynb #e2217fd7
 import torch, torch.nn as nn, torch.nn.functional as F
 from einops import rearrange
 from einops.layers.torch import Rearrange
 from torchvision.ops import StochasticDepth
 
-# %% ../nbs/00_layers.ipynb #9203ad13
+# %% ../nbs/00_layers.ipynb #43ccaf8d
 class LayerNorm2d(nn.LayerNorm):
     "LayerNorm over the channels of a `b c h w` map."
     def __init__(self, dim, eps=1e-6): super().__init__(dim, eps=eps)
@@ -19,27 +19,28 @@ class LayerNorm2d(nn.LayerNorm):
         x = rearrange(x, 'b c h w -> b h w c')
         return rearrange(super().forward(x), 'b h w c -> b c h w')
 
-# %% ../nbs/00_layers.ipynb #562a6c50
+# %% ../nbs/00_layers.ipynb #a87e92f9
 class PatchDown(nn.Module):
     "Non-overlapping `patch`×`patch` down-sampling, with a channel LayerNorm before (`norm_first`) or after it."
     def __init__(self, c_in, c_out, patch, norm_first):
         super().__init__()
         self.norm_first = norm_first
-        self.norm = LayerNorm2d(c_in if norm_first else c_out)
-        self.patches = Rearrange('b c (h p1) (w p2) -> b h w (p1 p2 c)', p1=patch, p2=patch)
+        self.norm = nn.LayerNorm(c_in if norm_first else c_out, eps=1e-6)
+        self.patches = Rearrange('b (h p1) (w p2) c -> b h w (p1 p2 c)', p1=patch, p2=patch)
         self.proj = nn.Linear(patch * patch * c_in, c_out)
 
     def forward(self, x):                                   # b c H W -> b c' H/p W/p
+        x = rearrange(x, 'b c h w -> b h w c')              # channels last throughout: see below
         if self.norm_first: x = self.norm(x)
-        x = rearrange(self.proj(self.patches(x)), 'b h w c -> b c h w')
-        return x if self.norm_first else self.norm(x)
+        x = self.proj(self.patches(x))
+        return rearrange(x if self.norm_first else self.norm(x), 'b h w c -> b c h w')
 
-# %% ../nbs/00_layers.ipynb #73bfe651
+# %% ../nbs/00_layers.ipynb #d6658996
 def conv_to_linear(w):
     "A `Conv2d(k=p, s=p)` kernel `(o, c, p, p)` as the weight of `PatchDown.proj`."
     return rearrange(w, 'o c p1 p2 -> o (p1 p2 c)')
 
-# %% ../nbs/00_layers.ipynb #8305bf91
+# %% ../nbs/00_layers.ipynb #b500dda6
 class ConvNeXtBlock(nn.Module):
     "Depthwise 7×7 conv, LayerNorm, MLP ×4, layer scale γ, residual with stochastic depth."
     def __init__(self, dim, layer_scale=1e-6, drop_path=0.):
@@ -55,7 +56,7 @@ class ConvNeXtBlock(nn.Module):
         x = self.gamma * self.fc2(F.gelu(self.fc1(self.norm(x))))
         return self.drop_path(rearrange(x, 'b h w c -> b c h w')) + v     # the branch first: see below
 
-# %% ../nbs/00_layers.ipynb #9f45e8ad
+# %% ../nbs/00_layers.ipynb #1f1ba20b
 class ConvStem(nn.Module):
     "Two overlapping 3×3 stride-2 convolutions (`c_in -> c_out/2 -> c_out`), channel LayerNorms, GELU between."
     def __init__(self, c_in, c_out):
