@@ -7,7 +7,7 @@ __all__ = ['DIGITS_DEFAULTS', 'IMAGE_DEFAULTS', 'DATASETS', 'SCORE_KEYS', 'Parse
            'build_parser', 'resolve', 'make_test', 'make_train', 'label_vectors', 'torchvision_convnext', 'make_model',
            'set_prior', 'train_targets', 'score', 'table', 'write_json', 'train', 'evaluate_cmd', 'predict', 'main']
 
-# %% ../nbs/21_cli.ipynb #c30e5e25
+# %% ../nbs/21_cli.ipynb #ec3e0a57
 import argparse, dataclasses, json, math, os, sys, time, torch, torchvision
 import matplotlib.pyplot as plt
 from pathlib import Path
@@ -20,12 +20,12 @@ from .metrics import average_precisions, mean_average_precision, multilabel_scor
 from .train import TrainConfig, fit, evaluate, load_model, load_checkpoint, seed_everything
 from .attention import plot_attention
 
-# %% ../nbs/21_cli.ipynb #acb6c585
+# %% ../nbs/21_cli.ipynb #f6aa51b1
 DIGITS_DEFAULTS = dict(img_size=64, batch_size=128, epochs=10, steps_per_epoch=300, lr=5e-3, test_size=2000)
 IMAGE_DEFAULTS = dict(img_size=448, batch_size=16, epochs=20, steps_per_epoch=None, lr=1e-4, test_size=None)
 DATASETS = ('digits', 'voc2007', 'coco2014', 'nuswide', 'list')
 
-# %% ../nbs/21_cli.ipynb #d9937f57
+# %% ../nbs/21_cli.ipynb #0ba3535b
 class Parser(argparse.ArgumentParser):
     "An argument parser whose errors are one line."
     def error(self, message): raise SystemExit(fail(message))
@@ -86,7 +86,7 @@ def build_parser():
     r.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
     return p
 
-# %% ../nbs/21_cli.ipynb #433ac0af
+# %% ../nbs/21_cli.ipynb #8b4bc050
 def resolve(args, meta=None):
     "Fill the data options left unset from the run's `meta` (eval), then from the dataset's defaults."
     for key, val in (meta or {}).items():
@@ -159,7 +159,7 @@ def train_targets(args, train):
     if args.data == 'digits': return MultiScaleDigits('train', n=1024, size=args.img_size, seed=args.seed + 1).targets
     return train.targets
 
-# %% ../nbs/21_cli.ipynb #d459777c
+# %% ../nbs/21_cli.ipynb #0d545745
 SCORE_KEYS = ('CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
 
 def score(scores, targets, names):
@@ -180,7 +180,7 @@ def write_json(path, obj):
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
 
-# %% ../nbs/21_cli.ipynb #1c8e3e9f
+# %% ../nbs/21_cli.ipynb #9182448c
 def train(args):
     "Train, then score the final weights, write `model.pt`, `metrics.json`, `attention.png` to the run folder; print `mAP: ...`."
     t_start = time.perf_counter()
@@ -222,7 +222,7 @@ def train(args):
     print(f"mAP: {final['mAP']:.4f}")
     return 0
 
-# %% ../nbs/21_cli.ipynb #5f158deb
+# %% ../nbs/21_cli.ipynb #c34aaa11
 def evaluate_cmd(args):
     "Score a checkpoint on the test set of its run (or of the data options given); print the metrics table."
     ckpt = load_checkpoint(args.ckpt)
@@ -250,7 +250,7 @@ def predict(args):
         print(f"attention: {args.attention}")
     return 0
 
-# %% ../nbs/21_cli.ipynb #e58af039
+# %% ../nbs/21_cli.ipynb #1850443d
 def main(argv=None):
     "Entry point of the `hsvlt` command."
     args = build_parser().parse_args(argv)

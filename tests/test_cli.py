@@ -96,3 +96,17 @@ def test_console_script_help_documents_every_option():
     for opt in ('--data', '--root', '--train-list', '--test-list', '--labels', '--preset', '--img-size', '--epochs', '--batch-size', '--lr',
                 '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed'):
         assert opt in out
+
+
+def test_pretrained_torchvision_fills_the_visual_stream(monkeypatch):
+    "--pretrained torchvision: the visual stream holds torchvision's ConvNeXt weights (a random stand-in here: no downloads)."
+    import argparse, torchvision
+    from hsvlt_lite import cli
+    stand_in = torchvision.models.convnext_tiny(weights=None)
+    asked = []
+    monkeypatch.setattr(torchvision.models, 'convnext_tiny', lambda weights: asked.append(weights) or stand_in)
+    args = argparse.Namespace(preset='tiny', stem='auto', label_norm='auto', pretrained='torchvision')
+    model = cli.make_model(args, torch.randn(4, 384))
+    assert asked == ['DEFAULT'] and model.cfg.stem == 'patch' and not model.cfg.label_norm
+    torch.testing.assert_close(model.stages[2].blocks[8].conv.fc2.weight, stand_in.features[5][8].block[5].weight)
+    torch.testing.assert_close(model.stages[0].down.proj.weight, stand_in.features[0][0].weight.permute(0, 2, 3, 1).reshape(96, 48))
