@@ -8,10 +8,12 @@ as `hsvlt train`'s default, by the same training loop:
   per label, a class-wise linear head.
 - `hsvlt`: the default HSVLT-nano recipe run through this same harness.
 
-    python benchmarks/baselines.py --model q2l [--budget 540] [--lr 3e-3] [--seed 0]
+    python benchmarks/baselines.py --model q2l [--budget 540] [--lr 3e-3] [--seed 0] [--steps N]
 
-The step count is set from a short throughput probe so that training takes about `--budget` seconds; the
-learning rate warms up over 10k images and decays to zero at the last step (the library's `fit`).
+The step count is set from a short throughput probe so that training takes about `--budget` seconds (run it
+on an otherwise idle machine, or fix the count with `--steps`); the learning rate warms up over 10k images
+and decays to zero at the last step (the library's `fit`). HSVLT and the pooled ConvNeXt train with the
+`hsvlt train` defaults (learning rate, stem, layer scale); the peer with its own best learning rate.
 Prints test mAP, AP by glyph size, parameters and images/s.
 """
 import argparse, time, torch, torch.nn as nn
@@ -23,6 +25,7 @@ from hsvlt_lite.data import MultiScaleDigits
 from hsvlt_lite.labels import embed_labels
 from hsvlt_lite.metrics import mean_average_precision
 from hsvlt_lite.train import TrainConfig, fit, evaluate, seed_everything
+from hsvlt_lite.cli import DIGITS_DEFAULTS
 
 
 class PooledConvNeXt(nn.Module):
@@ -72,7 +75,8 @@ def head_bias(model):
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument('--model', choices=('convnext', 'q2l', 'hsvlt'), required=True)
 p.add_argument('--budget', type=float, default=540., help='training seconds')
-p.add_argument('--lr', type=float, default=None, help='peak learning rate (default: q2l 3e-3, else 5e-3)')
+p.add_argument('--lr', type=float, default=None, help=f"peak learning rate (default: q2l 3e-3, else hsvlt train's {DIGITS_DEFAULTS['lr']})")
+p.add_argument('--steps', type=int, default=None, help='training steps (default: what the probe says fits in --budget)')
 p.add_argument('--seed', type=int, default=0)
 p.add_argument('--batch-size', type=int, default=128)
 args = p.parse_args()
@@ -94,9 +98,9 @@ for i, (x, y) in enumerate(probe):
     loss = nn.functional.binary_cross_entropy_with_logits(probe_model(x), y)
     opt.zero_grad(); loss.backward(); opt.step()
 rate = 8 * args.batch_size / (time.perf_counter() - start)
-steps = max(1, int(args.budget * rate / args.batch_size * 0.97))   # 3% for the per-epoch evaluation
+steps = args.steps or max(1, int(args.budget * rate / args.batch_size * 0.97))   # 3% for the per-epoch evaluation
 epochs = 10
-cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr or (3e-3 if args.model == 'q2l' else 5e-3),
+cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr or (3e-3 if args.model == 'q2l' else DIGITS_DEFAULTS['lr']),
                   steps_per_epoch=max(1, steps // epochs), seed=args.seed, progress=False)
 t0 = time.perf_counter()
 history = fit(model, DataLoader(recipe.fresh(args.batch_size, cfg.steps_per_epoch, args.seed), batch_size=None), test, cfg, label_names=names)

@@ -7,7 +7,7 @@ __all__ = ['DIGITS_DEFAULTS', 'IMAGE_DEFAULTS', 'DATASETS', 'SCORE_KEYS', 'Parse
            'build_parser', 'resolve', 'make_test', 'make_train', 'label_vectors', 'torchvision_convnext', 'make_model',
            'set_prior', 'train_targets', 'score', 'table', 'write_json', 'train', 'evaluate_cmd', 'predict', 'main']
 
-# %% ../nbs/21_cli.ipynb #ec3e0a57
+# %% ../nbs/21_cli.ipynb #dbbc3524
 import argparse, dataclasses, json, math, os, sys, time, torch, torchvision
 import matplotlib.pyplot as plt
 from pathlib import Path
@@ -20,12 +20,12 @@ from .metrics import average_precisions, mean_average_precision, multilabel_scor
 from .train import TrainConfig, fit, evaluate, load_model, load_checkpoint, seed_everything
 from .attention import plot_attention
 
-# %% ../nbs/21_cli.ipynb #f6aa51b1
-DIGITS_DEFAULTS = dict(img_size=64, batch_size=128, epochs=10, steps_per_epoch=300, lr=5e-3, test_size=2000)
+# %% ../nbs/21_cli.ipynb #05a7fafe
+DIGITS_DEFAULTS = dict(img_size=64, batch_size=128, epochs=10, steps_per_epoch=200, lr=3e-3, test_size=2000)
 IMAGE_DEFAULTS = dict(img_size=448, batch_size=16, epochs=20, steps_per_epoch=None, lr=1e-4, test_size=None)
 DATASETS = ('digits', 'voc2007', 'coco2014', 'nuswide', 'list')
 
-# %% ../nbs/21_cli.ipynb #0ba3535b
+# %% ../nbs/21_cli.ipynb #49dc9bf5
 class Parser(argparse.ArgumentParser):
     "An argument parser whose errors are one line."
     def error(self, message): raise SystemExit(fail(message))
@@ -57,11 +57,11 @@ def build_parser():
     t = sub.add_parser('train', help='train a model (no arguments: nano on the bundled digits)', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(t)
     t.add_argument('--preset', choices=tuple(PRESETS), default='nano', help='model size')
-    t.add_argument('--stem', choices=('auto', 'patch', 'conv'), default='auto', help="stem: 'patch' 4x4 (the reference), 'conv' overlapping 3x3 for small images; auto: conv for nano")
+    t.add_argument('--stem', choices=('auto', 'patch', 'conv'), default='auto', help="stem: 'patch' 4x4 (the reference), 'conv' stride-1 3x3 convs + max-pools for small images; auto: conv for nano")
     t.add_argument('--label-norm', choices=('auto', 'on', 'off'), default='auto', help='LayerNorm on the labels entering IVLA; auto: on for nano')
     t.add_argument('--epochs', type=int, help='epochs (digits: 10)')
-    t.add_argument('--steps-per-epoch', type=int, help='steps per epoch (digits: 300 fresh batches; else one pass)')
-    t.add_argument('--lr', type=float, help='peak AdamW learning rate (digits: 5e-3, else 1e-4)')
+    t.add_argument('--steps-per-epoch', type=int, help='steps per epoch (digits: 200 fresh batches; else one pass)')
+    t.add_argument('--lr', type=float, help='peak AdamW learning rate (digits: 3e-3, else 1e-4)')
     t.add_argument('--loss', choices=('bce', 'asl'), default='bce', help='binary cross-entropy or asymmetric loss')
     t.add_argument('--embeddings', default='minilm', help="label vectors: minilm, onehot, a FILE.pt holding a (k, D) tensor, or a sentence-transformers model name")
     t.add_argument('--pretrained', choices=('none', 'torchvision'), default='none', help="ImageNet ConvNeXt weights for the visual stream (tiny, small, base; downloads them)")
@@ -86,7 +86,7 @@ def build_parser():
     r.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
     return p
 
-# %% ../nbs/21_cli.ipynb #8b4bc050
+# %% ../nbs/21_cli.ipynb #72d0ba33
 def resolve(args, meta=None):
     "Fill the data options left unset from the run's `meta` (eval), then from the dataset's defaults."
     for key, val in (meta or {}).items():
@@ -159,7 +159,7 @@ def train_targets(args, train):
     if args.data == 'digits': return MultiScaleDigits('train', n=1024, size=args.img_size, seed=args.seed + 1).targets
     return train.targets
 
-# %% ../nbs/21_cli.ipynb #0d545745
+# %% ../nbs/21_cli.ipynb #6dacf742
 SCORE_KEYS = ('CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
 
 def score(scores, targets, names):
@@ -180,7 +180,7 @@ def write_json(path, obj):
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
 
-# %% ../nbs/21_cli.ipynb #9182448c
+# %% ../nbs/21_cli.ipynb #34806251
 def train(args):
     "Train, then score the final weights, write `model.pt`, `metrics.json`, `attention.png` to the run folder; print `mAP: ...`."
     t_start = time.perf_counter()
@@ -222,7 +222,7 @@ def train(args):
     print(f"mAP: {final['mAP']:.4f}")
     return 0
 
-# %% ../nbs/21_cli.ipynb #c34aaa11
+# %% ../nbs/21_cli.ipynb #c796b5fb
 def evaluate_cmd(args):
     "Score a checkpoint on the test set of its run (or of the data options given); print the metrics table."
     ckpt = load_checkpoint(args.ckpt)
@@ -250,7 +250,7 @@ def predict(args):
         print(f"attention: {args.attention}")
     return 0
 
-# %% ../nbs/21_cli.ipynb #1850443d
+# %% ../nbs/21_cli.ipynb #dc40569c
 def main(argv=None):
     "Entry point of the `hsvlt` command."
     args = build_parser().parse_args(argv)

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PRESETS', 'HSVLTConfig', 'check_embeddings', 'check_images', 'HSVLT']
 
-# %% ../nbs/04_model.ipynb #f1ea3c0b
+# %% ../nbs/04_model.ipynb #319f2882
 import dataclasses, torch, torch.nn as nn
 from dataclasses import dataclass
 from einops import repeat
@@ -14,9 +14,9 @@ from .blocks import InteractionBlock, Stage
 from .csa import Aggregation
 from .ivla import IVLA, LabelGate, VisualFeedback
 
-# %% ../nbs/04_model.ipynb #4cbe3895
+# %% ../nbs/04_model.ipynb #08163406
 PRESETS = {
-    'nano':  dict(dims=(32, 64, 128, 256), depths=(1, 1, 2, 1), layer_scale_init=0.1),
+    'nano':  dict(dims=(32, 64, 128, 256), depths=(1, 1, 2, 1), layer_scale_init=1.0),
     'tiny':  dict(dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)),
     'small': dict(dims=(96, 192, 384, 768), depths=(3, 3, 27, 3)),
     'base':  dict(dims=(128, 256, 512, 1024), depths=(3, 3, 27, 3)),
@@ -37,7 +37,7 @@ class HSVLTConfig:
     visual_feedback: bool = False          # IVLA writes back to the patches (γf starts at 0)
     fold: str = 'auto'                     # IVLA formulation: 'auto' | 'folded' | 'plain'
     label_norm: bool = False               # LayerNorm on the labels entering each IVLA (not in the reference)
-    stem: str = 'patch'                    # 'patch' (4×4, the reference) | 'conv' (two overlapping 3×3, for small images)
+    stem: str = 'patch'                    # 'patch' (4×4, the reference) | 'conv' (3×3 convs + max-pools, for small images)
 
     def __post_init__(self):
         for name in ('dims', 'depths'):
@@ -60,7 +60,7 @@ class HSVLTConfig:
         if unknown: raise ValueError(f"unknown HSVLTConfig key {unknown[0]!r}: expected one of {sorted(known)}")
         return cls(**{**PRESETS[name], **overrides})
 
-# %% ../nbs/04_model.ipynb #4540ec2c
+# %% ../nbs/04_model.ipynb #448c4b52
 def check_embeddings(e, cfg):
     "Label vectors must be a 2-D float tensor `(k, cfg.text_dim)`; raises a one-line `ValueError` otherwise."
     if not isinstance(e, torch.Tensor): raise ValueError(f"label_embeddings must be a torch.Tensor, got {type(e).__name__}")
@@ -74,7 +74,7 @@ def check_images(x):
     if x.shape[1] != 3: raise ValueError(f"images must have 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[2] % 32 or x.shape[3] % 32: raise ValueError(f"image height and width must be divisible by 32, got {x.shape[2]}×{x.shape[3]}")
 
-# %% ../nbs/04_model.ipynb #ef6233d1
+# %% ../nbs/04_model.ipynb #c1206893
 def _stage(cfg, i, rates, last_stage, fused):
     "Stage `i` of a model with config `cfg`: drop-path `rates` of its blocks; `fused`: whether its S is aggregated."
     c, c_in = cfg.dims[i], 3 if i == 0 else cfg.dims[i - 1]

@@ -121,7 +121,7 @@ def train_step(model, batch, opt, loss_fn, scaler, cfg, device):
     "One optimiser step of `model` on `batch`; returns the loss as a detached tensor."
     x, y = to_device(batch, device, cfg.channels_last)
     with autocast(device, cfg.amp): logits = model(x)
-    loss = loss_fn(logits.float(), y)
+    loss = loss_fn(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)   # bf16/fp16 up to fp32, never down
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.clip:

@@ -51,9 +51,11 @@ def test_convnext_block_stochastic_depth_drops_whole_samples():
 def test_conv_stem_by_hand():
     from hsvlt_lite.layers import ConvStem
     stem = ConvStem(3, 16)
-    ln1, ln2 = TVLayerNorm2d(8, eps=1e-6), TVLayerNorm2d(16, eps=1e-6)
-    nn.init.normal_(stem.norm1.weight); nn.init.normal_(stem.norm2.bias)
-    ln1.load_state_dict(stem.norm1.state_dict()); ln2.load_state_dict(stem.norm2.state_dict())
+    ln = TVLayerNorm2d(16, eps=1e-6)
+    nn.init.normal_(stem.norm.weight); nn.init.normal_(stem.norm.bias)
+    ln.load_state_dict(stem.norm.state_dict())
+    def pool(t): return t.unflatten(2, (t.shape[2] // 2, 2)).unflatten(4, (t.shape[3] // 2, 2)).amax((3, 5))   # 2x2 window max
     x = torch.randn(2, 3, 32, 64)
-    h = F.gelu(ln1(F.conv2d(x, stem.conv1.weight, stem.conv1.bias, stride=2, padding=1)))
-    assert_close(stem(x), ln2(F.conv2d(h, stem.conv2.weight, stem.conv2.bias, stride=2, padding=1)))
+    h = pool(F.gelu(F.conv2d(x, stem.conv1.weight, stem.conv1.bias, padding=1)))
+    assert_close(stem(x), ln(pool(F.conv2d(h, stem.conv2.weight, stem.conv2.bias, padding=1))))
+    assert_close(stem(x.contiguous(memory_format=torch.channels_last)), stem(x))
