@@ -89,16 +89,17 @@ prior = MultiScaleDigits('train', n=1024, size=64, seed=args.seed + 1).targets.m
 with torch.no_grad(): head_bias(model).copy_(torch.logit(prior.clamp(1e-3, 1 - 1e-3)))
 recipe = MultiScaleDigits('train', n=0, size=64)
 
-probe = DataLoader(recipe.fresh(args.batch_size, 12, seed=10_000 + args.seed), batch_size=None)
-probe_model = build(args.model, names)
-opt = torch.optim.AdamW(probe_model.parameters(), lr=1e-4)
-start = None
-for i, (x, y) in enumerate(probe):
-    if i == 4: start = time.perf_counter()
-    loss = nn.functional.binary_cross_entropy_with_logits(probe_model(x), y)
-    opt.zero_grad(); loss.backward(); opt.step()
-rate = 8 * args.batch_size / (time.perf_counter() - start)
-steps = args.steps or max(1, int(args.budget * rate / args.batch_size * 0.97))   # 3% for the per-epoch evaluation
+def probe_rate():
+    "Training images/s of a fresh copy of the model over 8 steps (after 4 warm-up steps)."
+    probe_model = build(args.model, names)
+    opt = torch.optim.AdamW(probe_model.parameters(), lr=1e-4)
+    for i, (x, y) in enumerate(DataLoader(recipe.fresh(args.batch_size, 12, seed=10_000 + args.seed), batch_size=None)):
+        if i == 4: start = time.perf_counter()
+        loss = nn.functional.binary_cross_entropy_with_logits(probe_model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    return 8 * args.batch_size / (time.perf_counter() - start)
+
+steps = args.steps or max(1, int(args.budget * probe_rate() / args.batch_size * 0.97))   # 3% for the per-epoch evaluation
 epochs = 10
 cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr or (3e-3 if args.model == 'q2l' else DIGITS_DEFAULTS['lr']),
                   steps_per_epoch=max(1, steps // epochs), seed=args.seed, progress=False)
@@ -108,7 +109,8 @@ wall = time.perf_counter() - t0
 scores, targets = evaluate(model, test)
 by_size = {band: mean_average_precision(scores, t) for band, t in test.targets_by_scale().items()}
 print(f"model {args.model}  params {sum(p.numel() for p in model.parameters()):,}  lr {cfg.lr}  seed {args.seed}")
-print(f"steps {cfg.epochs * cfg.steps_per_epoch} ({rate:.0f} img/s probed), training {sum(h['seconds'] for h in history):.0f} s, wall {wall:.0f} s")
+train_s = sum(h['seconds'] for h in history)
+print(f"steps {cfg.epochs * cfg.steps_per_epoch} ({cfg.epochs * cfg.steps_per_epoch * cfg.batch_size / train_s:.0f} img/s), training {train_s:.0f} s, wall {wall:.0f} s")
 print('mAP by epoch: ' + ' '.join(f"{h['mAP']:.3f}" for h in history))
 print('AP by glyph size: ' + '  '.join(f'{k} {v:.4f}' for k, v in by_size.items()))
 print(f"mAP: {mean_average_precision(scores, targets):.4f}")
