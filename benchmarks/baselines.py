@@ -13,7 +13,8 @@ as `hsvlt train`'s default, by the same training loop:
 The step count is set from a short throughput probe so that training takes about `--budget` seconds (run it
 on an otherwise idle machine, or fix the count with `--steps`); the learning rate warms up over 10k images
 and decays to zero at the last step (the library's `fit`). HSVLT and the pooled ConvNeXt train with the
-`hsvlt train` defaults (learning rate, stem, layer scale); the peer with its own best learning rate.
+`hsvlt train` defaults (batch size, learning rate, channels-last, stem, layer scale); the peer with the same
+batch size and memory format and its own best learning rate.
 Prints test mAP, AP by glyph size, parameters and images/s.
 """
 import argparse, time, torch, torch.nn as nn
@@ -78,7 +79,7 @@ p.add_argument('--budget', type=float, default=540., help='training seconds')
 p.add_argument('--lr', type=float, default=None, help=f"peak learning rate (default: q2l 3e-3, else hsvlt train's {DIGITS_DEFAULTS['lr']})")
 p.add_argument('--steps', type=int, default=None, help='training steps (default: what the probe says fits in --budget)')
 p.add_argument('--seed', type=int, default=0)
-p.add_argument('--batch-size', type=int, default=128)
+p.add_argument('--batch-size', type=int, default=DIGITS_DEFAULTS['batch_size'])
 args = p.parse_args()
 
 test = MultiScaleDigits('test', n=2000, size=64, seed=0)
@@ -89,24 +90,26 @@ prior = MultiScaleDigits('train', n=1024, size=64, seed=args.seed + 1).targets.m
 with torch.no_grad(): head_bias(model).copy_(torch.logit(prior.clamp(1e-3, 1 - 1e-3)))
 recipe = MultiScaleDigits('train', n=0, size=64)
 
+fmt = torch.channels_last if DIGITS_DEFAULTS['channels_last'] else torch.contiguous_format
+
 def probe_rate():
     "Training images/s of a fresh copy of the model over 8 steps (after 4 warm-up steps)."
-    probe_model = build(args.model, names)
+    probe_model = build(args.model, names).to(memory_format=fmt)
     opt = torch.optim.AdamW(probe_model.parameters(), lr=1e-4)
     for i, (x, y) in enumerate(DataLoader(recipe.fresh(args.batch_size, 12, seed=10_000 + args.seed), batch_size=None)):
         if i == 4: start = time.perf_counter()
-        loss = nn.functional.binary_cross_entropy_with_logits(probe_model(x), y)
+        loss = nn.functional.binary_cross_entropy_with_logits(probe_model(x.contiguous(memory_format=fmt)), y)
         opt.zero_grad(); loss.backward(); opt.step()
     return 8 * args.batch_size / (time.perf_counter() - start)
 
 steps = args.steps or max(1, int(args.budget * probe_rate() / args.batch_size * 0.97))   # 3% for the per-epoch evaluation
 epochs = 10
 cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr or (3e-3 if args.model == 'q2l' else DIGITS_DEFAULTS['lr']),
-                  steps_per_epoch=max(1, steps // epochs), seed=args.seed, progress=False)
+                  steps_per_epoch=max(1, steps // epochs), seed=args.seed, progress=False, channels_last=DIGITS_DEFAULTS['channels_last'])
 t0 = time.perf_counter()
 history = fit(model, DataLoader(recipe.fresh(args.batch_size, cfg.steps_per_epoch, args.seed), batch_size=None), test, cfg, label_names=names)
 wall = time.perf_counter() - t0
-scores, targets = evaluate(model, test)
+scores, targets = evaluate(model, test, channels_last=cfg.channels_last)
 by_size = {band: mean_average_precision(scores, t) for band, t in test.targets_by_scale().items()}
 print(f"model {args.model}  params {sum(p.numel() for p in model.parameters()):,}  lr {cfg.lr}  seed {args.seed}")
 train_s = sum(h['seconds'] for h in history)

@@ -7,7 +7,7 @@ __all__ = ['DIGITS_DEFAULTS', 'IMAGE_DEFAULTS', 'DATASETS', 'SCORE_KEYS', 'Parse
            'build_parser', 'resolve', 'make_test', 'make_train', 'label_vectors', 'torchvision_convnext', 'make_model',
            'set_prior', 'train_targets', 'score', 'table', 'write_json', 'train', 'evaluate_cmd', 'predict', 'main']
 
-# %% ../nbs/21_cli.ipynb #dbbc3524
+# %% ../nbs/21_cli.ipynb #6d55e22d
 import argparse, dataclasses, json, math, os, sys, time, torch, torchvision
 import matplotlib.pyplot as plt
 from pathlib import Path
@@ -20,12 +20,12 @@ from .metrics import average_precisions, mean_average_precision, multilabel_scor
 from .train import TrainConfig, fit, evaluate, load_model, load_checkpoint, seed_everything
 from .attention import plot_attention
 
-# %% ../nbs/21_cli.ipynb #05a7fafe
-DIGITS_DEFAULTS = dict(img_size=64, batch_size=128, epochs=10, steps_per_epoch=200, lr=3e-3, test_size=2000)
-IMAGE_DEFAULTS = dict(img_size=448, batch_size=16, epochs=20, steps_per_epoch=None, lr=1e-4, test_size=None)
+# %% ../nbs/21_cli.ipynb #8961fc18
+DIGITS_DEFAULTS = dict(img_size=64, batch_size=32, epochs=10, steps_per_epoch=750, lr=3e-3, test_size=2000, channels_last=True)
+IMAGE_DEFAULTS = dict(img_size=448, batch_size=16, epochs=20, steps_per_epoch=None, lr=1e-4, test_size=None, channels_last=False)
 DATASETS = ('digits', 'voc2007', 'coco2014', 'nuswide', 'list')
 
-# %% ../nbs/21_cli.ipynb #49dc9bf5
+# %% ../nbs/21_cli.ipynb #7310a45b
 class Parser(argparse.ArgumentParser):
     "An argument parser whose errors are one line."
     def error(self, message): raise SystemExit(fail(message))
@@ -48,7 +48,7 @@ def add_data_args(p, defaults=True):
     p.add_argument('--labels', type=Path, help='label names file, one per line (--data list)')
     p.add_argument('--img-size', type=image_size, help='square input size, a multiple of 32 (digits: 64, else 448)')
     p.add_argument('--test-size', type=int, help='digits: number of test canvases (default 2000)')
-    p.add_argument('--batch-size', type=int, help='global batch size (digits: 128, else 16)')
+    p.add_argument('--batch-size', type=int, help='global batch size (digits: 32, else 16)')
     p.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
 
 def build_parser():
@@ -60,13 +60,13 @@ def build_parser():
     t.add_argument('--stem', choices=('auto', 'patch', 'conv'), default='auto', help="stem: 'patch' 4x4 (the reference), 'conv' stride-1 3x3 convs + max-pools for small images; auto: conv for nano")
     t.add_argument('--label-norm', choices=('auto', 'on', 'off'), default='auto', help='LayerNorm on the labels entering IVLA; auto: on for nano')
     t.add_argument('--epochs', type=int, help='epochs (digits: 10)')
-    t.add_argument('--steps-per-epoch', type=int, help='steps per epoch (digits: 200 fresh batches; else one pass)')
+    t.add_argument('--steps-per-epoch', type=int, help='steps per epoch (digits: 750 fresh batches; else one pass)')
     t.add_argument('--lr', type=float, help='peak AdamW learning rate (digits: 3e-3, else 1e-4)')
     t.add_argument('--loss', choices=('bce', 'asl'), default='bce', help='binary cross-entropy or asymmetric loss')
     t.add_argument('--embeddings', default='minilm', help="label vectors: minilm, onehot, a FILE.pt holding a (k, D) tensor, or a sentence-transformers model name")
     t.add_argument('--pretrained', choices=('none', 'torchvision'), default='none', help="ImageNet ConvNeXt weights for the visual stream (tiny, small, base; downloads them)")
     t.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision (fp16 on CUDA only)')
-    t.add_argument('--channels-last', action='store_true', help='channels-last memory format')
+    t.add_argument('--channels-last', action=argparse.BooleanOptionalAction, help='channels-last memory format (digits: on, else off)')
     t.add_argument('--compile', action='store_true', help='torch.compile the model')
     t.add_argument('--ema', type=float, nargs='?', const=0.999, help='keep an EMA of the weights with this decay (flag alone: 0.999) and score it too')
     t.add_argument('--resume', type=Path, help='continue the run saved in this checkpoint')
@@ -86,7 +86,7 @@ def build_parser():
     r.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
     return p
 
-# %% ../nbs/21_cli.ipynb #72d0ba33
+# %% ../nbs/21_cli.ipynb #a26feb4c
 def resolve(args, meta=None):
     "Fill the data options left unset from the run's `meta` (eval), then from the dataset's defaults."
     for key, val in (meta or {}).items():
@@ -159,7 +159,7 @@ def train_targets(args, train):
     if args.data == 'digits': return MultiScaleDigits('train', n=1024, size=args.img_size, seed=args.seed + 1).targets
     return train.targets
 
-# %% ../nbs/21_cli.ipynb #6dacf742
+# %% ../nbs/21_cli.ipynb #448a9405
 SCORE_KEYS = ('CP', 'CR', 'CF1', 'OP', 'OR', 'OF1')
 
 def score(scores, targets, names):
@@ -180,7 +180,7 @@ def write_json(path, obj):
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
 
-# %% ../nbs/21_cli.ipynb #34806251
+# %% ../nbs/21_cli.ipynb #9a27bef0
 def train(args):
     "Train, then score the final weights, write `model.pt`, `metrics.json`, `attention.png` to the run folder; print `mAP: ...`."
     t_start = time.perf_counter()
@@ -222,7 +222,7 @@ def train(args):
     print(f"mAP: {final['mAP']:.4f}")
     return 0
 
-# %% ../nbs/21_cli.ipynb #c796b5fb
+# %% ../nbs/21_cli.ipynb #37c90c5c
 def evaluate_cmd(args):
     "Score a checkpoint on the test set of its run (or of the data options given); print the metrics table."
     ckpt = load_checkpoint(args.ckpt)
@@ -250,7 +250,7 @@ def predict(args):
         print(f"attention: {args.attention}")
     return 0
 
-# %% ../nbs/21_cli.ipynb #dc40569c
+# %% ../nbs/21_cli.ipynb #f3aee3cb
 def main(argv=None):
     "Entry point of the `hsvlt` command."
     args = build_parser().parse_args(argv)

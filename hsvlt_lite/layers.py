@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['LayerNorm2d', 'PatchDown', 'conv_to_linear', 'ConvNeXtBlock', 'ConvStem']
 
-# %% ../nbs/00_layers.ipynb #fda6b4b8
+# %% ../nbs/00_layers.ipynb #c83994b0
 import torch, torch.nn as nn, torch.nn.functional as F
 from einops import rearrange
 from einops.layers.torch import Rearrange
 from torchvision.ops import StochasticDepth
 
-# %% ../nbs/00_layers.ipynb #bcbc2290
+# %% ../nbs/00_layers.ipynb #b46dea13
 class LayerNorm2d(nn.LayerNorm):
     "LayerNorm over the channels of a `b c h w` map."
     def __init__(self, dim, eps=1e-6): super().__init__(dim, eps=eps)
@@ -19,7 +19,7 @@ class LayerNorm2d(nn.LayerNorm):
         x = rearrange(x, 'b c h w -> b h w c')
         return rearrange(super().forward(x), 'b h w c -> b c h w')
 
-# %% ../nbs/00_layers.ipynb #64bbd475
+# %% ../nbs/00_layers.ipynb #2cd456f4
 class PatchDown(nn.Module):
     "Non-overlapping `patch`×`patch` down-sampling, with a channel LayerNorm before (`norm_first`) or after it."
     def __init__(self, c_in, c_out, patch, norm_first):
@@ -35,12 +35,12 @@ class PatchDown(nn.Module):
         x = self.proj(self.patches(x))
         return rearrange(x if self.norm_first else self.norm(x), 'b h w c -> b c h w')
 
-# %% ../nbs/00_layers.ipynb #d71a4756
+# %% ../nbs/00_layers.ipynb #d12a9815
 def conv_to_linear(w):
     "A `Conv2d(k=p, s=p)` kernel `(o, c, p, p)` as the weight of `PatchDown.proj`."
     return rearrange(w, 'o c p1 p2 -> o (p1 p2 c)')
 
-# %% ../nbs/00_layers.ipynb #5c5567e0
+# %% ../nbs/00_layers.ipynb #61d3cbfe
 class ConvNeXtBlock(nn.Module):
     "Depthwise 7×7 conv, LayerNorm, MLP ×4, layer scale γ, residual with stochastic depth."
     def __init__(self, dim, layer_scale=1e-6, drop_path=0.):
@@ -56,13 +56,13 @@ class ConvNeXtBlock(nn.Module):
         x = self.gamma * self.fc2(F.gelu(self.fc1(self.norm(x))))
         return self.drop_path(rearrange(x, 'b h w c -> b c h w')) + v     # the branch first: see below
 
-# %% ../nbs/00_layers.ipynb #ed6859e8
+# %% ../nbs/00_layers.ipynb #3e8bf6a2
 class ConvStem(nn.Module):
-    "3×3 conv (`c_in -> c_out/2`), GELU, 2×2 max-pool, 3×3 conv (`-> c_out`), 2×2 max-pool, channel LayerNorm."
+    "3×3 conv (`c_in -> c_out`), 2×2 max-pool, GELU, 3×3 conv (`c_out -> c_out`), 2×2 max-pool, channel LayerNorm."
     def __init__(self, c_in, c_out):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out // 2, 3, padding=1)
-        self.conv2 = nn.Conv2d(c_out // 2, c_out, 3, padding=1)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.norm = LayerNorm2d(c_out)
 
-    def forward(self, x): return self.norm(F.max_pool2d(self.conv2(F.max_pool2d(F.gelu(self.conv1(x)), 2)), 2))
+    def forward(self, x): return self.norm(F.max_pool2d(self.conv2(F.gelu(F.max_pool2d(self.conv1(x), 2))), 2))

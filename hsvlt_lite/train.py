@@ -8,7 +8,7 @@ __all__ = ['DTYPES', 'TrainConfig', 'param_groups', 'make_optimizer', 'Schedule'
            'load_checkpoint', 'load_model', 'setup_distributed', 'make_loader', 'set_epoch', 'fit',
            'mean_over_processes', 'gather_objects', 'data_rng', 'resume_from']
 
-# %% ../nbs/20_train.ipynb #c06a2e3e
+# %% ../nbs/20_train.ipynb #dfb6eb08
 import dataclasses, itertools, math, os, random, tempfile, time
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
 from contextlib import nullcontext
@@ -23,7 +23,7 @@ from .model import HSVLT, HSVLTConfig
 from .losses import AsymmetricLoss, MaskedBCE
 from .metrics import mean_average_precision
 
-# %% ../nbs/20_train.ipynb #83999d42
+# %% ../nbs/20_train.ipynb #97d1585f
 @dataclass(frozen=True)
 class TrainConfig:
     "How to train: optimiser, schedule, loss, device and precision, opt-in extras. Bad values raise a one-line `ValueError`."
@@ -64,7 +64,7 @@ class TrainConfig:
         except RuntimeError: raise ValueError(f"device={self.device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from None
         if self.amp == 'fp16' and device.type != 'cuda': raise ValueError(f"amp='fp16' needs device='cuda' (its GradScaler); on {self.device!r} use amp='bf16'")
 
-# %% ../nbs/20_train.ipynb #df997046
+# %% ../nbs/20_train.ipynb #eab5bc6e
 def param_groups(model, weight_decay):
     "Two AdamW groups: `weight_decay` on the ≥2-D weights, none on biases, norms and layer scales."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -75,7 +75,7 @@ def make_optimizer(model, cfg):
     "AdamW over `param_groups`, at `cfg.lr` (the schedule sets it at every step); fused kernels on CUDA."
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=torch.device(cfg.device).type == 'cuda')
 
-# %% ../nbs/20_train.ipynb #b0173db9
+# %% ../nbs/20_train.ipynb #b38e230a
 class Schedule:
     "Learning rate of step `t` (`sched(t)`): linear warm-up, then cosine to zero at `total` steps or cuts on plateau (`epoch_end(metric)`)."
     def __init__(self, cfg, total):
@@ -98,12 +98,12 @@ class Schedule:
     def state_dict(self): return dict(scale=self.scale, best=self.best, bad=self.bad)
     def load_state_dict(self, state): self.scale, self.best, self.bad = state['scale'], state['best'], state['bad']
 
-# %% ../nbs/20_train.ipynb #aa0b39e5
+# %% ../nbs/20_train.ipynb #9eab9a8b
 def make_loss(name):
     "The loss `name`: 'bce' (binary cross-entropy) or 'asl' (asymmetric loss); both ignore targets of -1."
     return {'bce': MaskedBCE, 'asl': AsymmetricLoss}[name]()
 
-# %% ../nbs/20_train.ipynb #37f5f468
+# %% ../nbs/20_train.ipynb #cd5975f5
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 def autocast(device, amp):
@@ -116,7 +116,7 @@ def to_device(batch, device, channels_last=False):
     fmt = torch.channels_last if channels_last else torch.preserve_format
     return x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
 
-# %% ../nbs/20_train.ipynb #f8cec6f8
+# %% ../nbs/20_train.ipynb #62cb2f70
 def train_step(model, batch, opt, loss_fn, scaler, cfg, device):
     "One optimiser step of `model` on `batch`; returns the loss as a detached tensor."
     x, y = to_device(batch, device, cfg.channels_last)
@@ -131,7 +131,7 @@ def train_step(model, batch, opt, loss_fn, scaler, cfg, device):
     scaler.update()
     return loss.detach()
 
-# %% ../nbs/20_train.ipynb #7608575c
+# %% ../nbs/20_train.ipynb #e852b6c9
 @torch.no_grad()
 def evaluate(model, data, batch_size=256, amp='none', channels_last=False, parent=None):
     "Sigmoid scores `(N, k)` and targets `(N, k)` of `model` on `data` (a dataset or a loader) on the CPU; runs on the model's device."
@@ -146,14 +146,14 @@ def evaluate(model, data, batch_size=256, amp='none', channels_last=False, paren
     model.train(training)
     return torch.cat(scores), torch.cat(targets)
 
-# %% ../nbs/20_train.ipynb #8dd604fb
+# %% ../nbs/20_train.ipynb #6c977e59
 def make_ema(model, decay):
     "An `AveragedModel` holding the exponential moving average of `model`'s weights, starting from them."
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     ema.update_parameters(model)
     return ema
 
-# %% ../nbs/20_train.ipynb #4cf2809e
+# %% ../nbs/20_train.ipynb #3fee2d7d
 def rng_state():
     "The states of torch's (CPU, and the current GPU's if CUDA is in use), numpy's and Python's global random number generators."
     np_state = np.random.get_state(legacy=False)
@@ -173,7 +173,7 @@ def seed_everything(seed):
     "Seed torch, numpy and Python's generators."
     torch.manual_seed(seed); np.random.seed(seed); random.seed(seed)
 
-# %% ../nbs/20_train.ipynb #d5e20b03
+# %% ../nbs/20_train.ipynb #31018982
 def save_checkpoint(path, model, optimizer=None, schedule=None, scaler=None, ema=None, epoch=0, cfg=None,
                     label_names=None, history=None, rng=None, data_rng=None, meta=None):
     "Write a checkpoint of `model` (an `HSVLT`), the training state and the caller's `meta` dict to `path` atomically: a temporary file in the same folder, then a rename."
@@ -193,7 +193,7 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, scaler=None, ema
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
-# %% ../nbs/20_train.ipynb #d9a1bcf9
+# %% ../nbs/20_train.ipynb #852cd440
 def _ema_weights(ema_state):
     return {k.removeprefix('module.'): v for k, v in ema_state.items() if k.startswith('module.')}
 
@@ -229,7 +229,7 @@ def load_model(path, weights='model'):
     model.load_state_dict(ckpt['model'] if weights == 'model' else _ema_weights(ckpt['ema']))
     return model, ckpt['label_names']
 
-# %% ../nbs/20_train.ipynb #00ee91f1
+# %% ../nbs/20_train.ipynb #6f57e9ed
 def setup_distributed(cfg):
     "`(rank, world_size, device)` from torchrun's environment (joining the process group), or `(0, 1, cfg.device)` in a single process."
     device = torch.device(cfg.device)
@@ -242,7 +242,7 @@ def setup_distributed(cfg):
     if not dist.is_initialized(): dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
 
-# %% ../nbs/20_train.ipynb #d8930ad8
+# %% ../nbs/20_train.ipynb #d9b1d1ed
 def make_loader(data, cfg, rank=0, world=1):
     "The training `DataLoader` of `data` (a map-style or iterable dataset, or a loader used as is) for process `rank` of `world`."
     if isinstance(data, DataLoader): return data
@@ -257,7 +257,7 @@ def set_epoch(loader, epoch):
     for obj in (loader.sampler, loader.dataset):
         if hasattr(obj, 'set_epoch'): obj.set_epoch(epoch)
 
-# %% ../nbs/20_train.ipynb #87c7e653
+# %% ../nbs/20_train.ipynb #09167524
 def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, label_names=None, meta=None):
     "Train `model` (in place) on `train` per `cfg`, score it on `test` after every epoch; returns the per-epoch history. `meta` is kept in the checkpoint."
     joined = 'RANK' in os.environ and not dist.is_initialized()
@@ -304,7 +304,7 @@ def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, l
     if joined: dist.destroy_process_group()
     return history
 
-# %% ../nbs/20_train.ipynb #6d960d03
+# %% ../nbs/20_train.ipynb #84d4520c
 def mean_over_processes(t, world):
     "The mean of tensor `t` over the `world` processes (itself in a single process)."
     if world == 1: return t

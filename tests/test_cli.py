@@ -29,6 +29,7 @@ def test_train_writes_checkpoint_metrics_and_picture(run, capsys):
     assert metrics['mAP'] == metrics['ema']['mAP'] and names == list(test.label_names)
     assert len(metrics['history']) == 2 and metrics['timings']['train_seconds'] > 0
     assert metrics['config']['model']['stem'] == 'conv' and metrics['config']['model']['label_norm'] is True
+    assert metrics['config']['train']['channels_last'] is True
     assert (run / 'attention.png').read_bytes()[:4] == b'\x89PNG'
 
 
@@ -88,6 +89,13 @@ def test_eval_refuses_a_checkpoint_from_another_label_set(run, tmp_path, capsys)
                  '--labels', str(tmp_path / 'names.txt'), '--img-size', '64'])
     err = capsys.readouterr().err
     assert code == 2 and 'was trained on labels' in err and err.count('\n') == 1
+
+
+def test_channels_last_is_the_digits_default_and_can_be_turned_off():
+    from hsvlt_lite.cli import build_parser, resolve
+    def layout(*argv): return resolve(build_parser().parse_args(['train', *argv])).channels_last
+    assert layout() is True and layout('--no-channels-last') is False
+    assert layout('--data', 'voc2007') is False and layout('--data', 'voc2007', '--channels-last') is True
 
 
 def test_console_script_help_documents_every_option():
