@@ -23,10 +23,9 @@ from hsvlt_lite.layers import ConvStem, PatchDown, ConvNeXtBlock
 from hsvlt_lite.csa import ClasswiseLinear
 from hsvlt_lite.model import HSVLT, HSVLTConfig
 from hsvlt_lite.data import MultiScaleDigits
-from hsvlt_lite.labels import embed_labels
 from hsvlt_lite.metrics import mean_average_precision
 from hsvlt_lite.train import TrainConfig, fit, evaluate, seed_everything
-from hsvlt_lite.cli import DIGITS_DEFAULTS
+from hsvlt_lite.cli import DIGITS_DEFAULTS, build_parser, resolve, make_model, label_vectors, set_prior, train_targets, make_test
 
 
 class PooledConvNeXt(nn.Module):
@@ -65,8 +64,7 @@ class Query2Label(nn.Module):
 def build(name, names):
     if name == 'convnext': return PooledConvNeXt(len(names))
     if name == 'q2l': return Query2Label(len(names))
-    e = embed_labels(names, 'minilm')
-    return HSVLT(HSVLTConfig.preset('nano', text_dim=e.shape[1], stem='conv', label_norm=True), e)
+    return make_model(cli, label_vectors(cli.embeddings, names))          # exactly what `hsvlt train` builds
 
 
 def head_bias(model):
@@ -81,16 +79,16 @@ p.add_argument('--steps', type=int, default=None, help='training steps (default:
 p.add_argument('--seed', type=int, default=0)
 p.add_argument('--batch-size', type=int, default=DIGITS_DEFAULTS['batch_size'])
 args = p.parse_args()
+cli = resolve(build_parser().parse_args(['train', '--seed', str(args.seed)]))   # `hsvlt train`'s defaults
 
-test = MultiScaleDigits('test', n=2000, size=64, seed=0)
+test = make_test(cli)
 names = list(test.label_names)
 seed_everything(args.seed)
 model = build(args.model, names)
-prior = MultiScaleDigits('train', n=1024, size=64, seed=args.seed + 1).targets.mean(0)
-with torch.no_grad(): head_bias(model).copy_(torch.logit(prior.clamp(1e-3, 1 - 1e-3)))
+set_prior(head_bias(model), train_targets(cli, None))
 recipe = MultiScaleDigits('train', n=0, size=64)
 
-fmt = torch.channels_last if DIGITS_DEFAULTS['channels_last'] else torch.contiguous_format
+fmt = torch.channels_last if cli.channels_last else torch.contiguous_format
 
 def probe_rate():
     "Training images/s of a fresh copy of the model over 8 steps (after 4 warm-up steps)."
@@ -104,8 +102,8 @@ def probe_rate():
 
 steps = args.steps or max(1, int(args.budget * probe_rate() / args.batch_size * 0.97))   # 3% for the per-epoch evaluation
 epochs = 10
-cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr or (3e-3 if args.model == 'q2l' else DIGITS_DEFAULTS['lr']),
-                  steps_per_epoch=max(1, steps // epochs), seed=args.seed, progress=False, channels_last=DIGITS_DEFAULTS['channels_last'])
+cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr or (3e-3 if args.model == 'q2l' else cli.lr),
+                  steps_per_epoch=max(1, steps // epochs), seed=args.seed, progress=False, channels_last=cli.channels_last)
 t0 = time.perf_counter()
 history = fit(model, DataLoader(recipe.fresh(args.batch_size, cfg.steps_per_epoch, args.seed), batch_size=None), test, cfg, label_names=names)
 wall = time.perf_counter() - t0

@@ -148,11 +148,11 @@ def make_model(args, e):
     if args.pretrained == 'torchvision': load_convnext(model, torchvision_convnext(args.preset))
     return model
 
-def set_prior(model, targets):
-    "Head bias = logit of each label's frequency in `targets` (ignored entries, -1, left out): the model starts at the base rates."
+def set_prior(bias, targets):
+    "Set a head's `bias` to the logit of each label's frequency in `targets` (ignored entries, -1, left out): the model starts at the base rates."
     known = targets >= 0
     p = ((targets == 1) & known).sum(0) / known.sum(0).clamp_min(1)
-    with torch.no_grad(): model.aggregate.head.bias.copy_(torch.logit(p.clamp(1e-3, 1 - 1e-3)))
+    with torch.no_grad(): bias.copy_(torch.logit(p.clamp(1e-3, 1 - 1e-3)))
 
 def train_targets(args, train):
     "Targets to estimate label frequencies from: the dataset's own, or 1,024 canvases of the training recipe."
@@ -191,7 +191,7 @@ def train(args):
     train_data = make_train(args)
     seed_everything(args.seed)                         # the initial weights too are fixed by --seed
     model = make_model(args, label_vectors(args.embeddings, names))
-    if args.resume is None: set_prior(model, train_targets(args, train_data))
+    if args.resume is None: set_prior(model.aggregate.head.bias, train_targets(args, train_data))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, device=args.device, amp=args.amp,
                       channels_last=args.channels_last, compile=args.compile, ema=args.ema, seed=args.seed,
                       steps_per_epoch=args.steps_per_epoch, num_workers=args.workers)
