@@ -58,6 +58,8 @@ def build_parser():
     add_data_args(t)
     t.add_argument('--preset', choices=tuple(PRESETS), default='nano', help='model size')
     t.add_argument('--stem', choices=('auto', 'patch', 'conv'), default='auto', help="stem: 'patch' 4x4 (the reference), 'conv' stride-1 3x3 convs + max-pools for small images; auto: conv for nano")
+    t.add_argument('--dims', type=int, nargs=4, metavar='C', help="the four stage widths, instead of the preset's")
+    t.add_argument('--depths', type=int, nargs=4, metavar='N', help="blocks in each of the four stages, instead of the preset's")
     t.add_argument('--label-norm', choices=('auto', 'on', 'off'), default='auto', help='LayerNorm on the labels entering IVLA; auto: on for nano')
     t.add_argument('--epochs', type=int, help='epochs (digits: 10)')
     t.add_argument('--steps-per-epoch', type=int, help='steps per epoch (digits: 750 fresh batches; else one pass)')
@@ -140,10 +142,11 @@ def torchvision_convnext(preset):
     except Exception as e: raise ValueError(f"cannot get torchvision's ImageNet convnext_{preset} weights: {str(e).splitlines()[0]}") from None
 
 def make_model(args, e):
-    "The model the arguments ask for, with label vectors `e`; the class-wise head's bias set to the labels' prior."
+    "The model the arguments ask for, with label vectors `e` (`set_prior` then sets its head's bias)."
     small = args.preset == 'nano'
+    sizes = {k: tuple(getattr(args, k)) for k in ('dims', 'depths') if getattr(args, k) is not None}
     cfg = HSVLTConfig.preset(args.preset, text_dim=e.shape[1], stem=('conv' if small else 'patch') if args.stem == 'auto' else args.stem,
-                             label_norm=small if args.label_norm == 'auto' else args.label_norm == 'on')
+                             label_norm=small if args.label_norm == 'auto' else args.label_norm == 'on', **sizes)
     model = HSVLT(cfg, e)
     if args.pretrained == 'torchvision': load_convnext(model, torchvision_convnext(args.preset))
     return model

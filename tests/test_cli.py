@@ -73,6 +73,8 @@ def test_an_interrupted_run_resumed_ends_with_the_same_weights(run, tmp_path, mo
     (['eval', '--ckpt', 'missing.pt'], "'missing.pt' does not exist"),
     (['train', '--pretrained', 'torchvision'], "needs preset tiny, small or base, not 'nano'"),
     (['train', '--embeddings', 'nothere.pt'], "'nothere.pt' does not exist"),
+    (['train', '--depths', '2', '2', '0', '1'], 'depths=(2, 2, 0, 1): expected 4 positive integers'),
+    (['train', '--dims', '32', '64', '96'], 'argument --dims: expected 4 arguments'),
 ])
 def test_bad_arguments_end_with_one_line(argv, message, capsys):
     try: code = main(argv)
@@ -98,11 +100,21 @@ def test_channels_last_is_the_digits_default_and_can_be_turned_off():
     assert layout('--data', 'voc2007') is False and layout('--data', 'voc2007', '--channels-last') is True
 
 
+def test_dims_and_depths_replace_the_presets():
+    from hsvlt_lite.cli import build_parser, resolve, make_model
+    args = resolve(build_parser().parse_args(['train', '--dims', '8', '16', '24', '32', '--depths', '1', '2', '1', '3']))
+    model = make_model(args, torch.randn(10, 384))
+    assert [len(s.blocks) for s in model.stages] == [1, 2, 1, 3]
+    assert [s.blocks[0].conv.dwconv.in_channels for s in model.stages] == [8, 16, 24, 32]
+    assert model.cfg.stem == 'conv' and model.cfg.label_norm and model.cfg.layer_scale_init == 1.0   # the rest is still nano's
+
+
 def test_console_script_help_documents_every_option():
     hsvlt = shutil.which('hsvlt') or str(Path(sys.executable).parent / 'hsvlt')   # the console script pip installed
     out = subprocess.run([hsvlt, 'train', '--help'], capture_output=True, text=True, check=True).stdout
     for opt in ('--data', '--root', '--train-list', '--test-list', '--labels', '--preset', '--img-size', '--epochs', '--batch-size', '--lr',
-                '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed'):
+                '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed',
+                '--dims', '--depths'):
         assert opt in out
 
 
@@ -113,7 +125,7 @@ def test_pretrained_torchvision_fills_the_visual_stream(monkeypatch):
     stand_in = torchvision.models.convnext_tiny(weights=None)
     asked = []
     monkeypatch.setattr(torchvision.models, 'convnext_tiny', lambda weights: asked.append(weights) or stand_in)
-    args = argparse.Namespace(preset='tiny', stem='auto', label_norm='auto', pretrained='torchvision')
+    args = argparse.Namespace(preset='tiny', stem='auto', label_norm='auto', pretrained='torchvision', dims=None, depths=None)
     model = cli.make_model(args, torch.randn(4, 384))
     assert asked == ['DEFAULT'] and model.cfg.stem == 'patch' and not model.cfg.label_norm
     torch.testing.assert_close(model.stages[2].blocks[8].conv.fc2.weight, stand_in.features[5][8].block[5].weight)

@@ -11,7 +11,7 @@ def unit_vectors(k, d=768):
 
 
 def test_presets_table():
-    table = {'nano': ((32, 64, 128, 256), (1, 1, 2, 1)), 'tiny': ((96, 192, 384, 768), (3, 3, 9, 3)),
+    table = {'nano': ((32, 64, 96, 128), (2, 2, 1, 1)), 'tiny': ((96, 192, 384, 768), (3, 3, 9, 3)),
              'small': ((96, 192, 384, 768), (3, 3, 27, 3)), 'base': ((128, 256, 512, 1024), (3, 3, 27, 3))}
     for name, (dims, depths) in table.items():
         cfg = HSVLTConfig.preset(name)
@@ -60,9 +60,11 @@ def test_label_norm_normalises_the_labels_entering_every_ivla():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         f = normed.forward_features(x)
-        l0 = normed.stages[0].lang(e).expand(2, -1, -1)
-        v0 = normed.stages[0].blocks[0].conv(normed.stages[0].down(x))
-        s, _ = plain.stages[0].blocks[0].ivla(v0, torch.nn.functional.layer_norm(l0, (32,), eps=1e-5))
+        v, l = normed.stages[0].down(x), normed.stages[0].lang(e).expand(2, -1, -1)
+        for blk in plain.stages[0].blocks:                 # the same weights, with a functional LayerNorm before each IVLA
+            v = blk.conv(v)
+            s, _ = blk.ivla(v, torch.nn.functional.layer_norm(l, (32,), eps=1e-5))
+            l = blk.gate(l + s)
         assert_close(f[0].S, s)
         assert not torch.allclose(f[0].S, plain.forward_features(x)[0].S)
 

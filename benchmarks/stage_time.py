@@ -1,0 +1,75 @@
+"""Where a training step of `hsvlt train`'s model goes, stage by stage: forward + backward time of each part
+(the stem or down-sampling, each block's ConvNeXt update and its label update: LayerNorm, IVLA, gate), each
+run on the activations it sees in the real model, medians of interleaved runs, as a share of their sum.
+
+    python benchmarks/stage_time.py [--preset nano] [--size 64] [--batch 32] [--repeats 15] [--depths 2 2 1 1] [--dims 32 64 96 128]
+
+The model is the one `hsvlt train` builds for the bundled digits (conv stem and label LayerNorm for nano,
+MiniLM label vectors, channels-last); `--dims`/`--depths` override the preset's. The whole model's step is
+also timed in the contiguous layout, for the channels-last / contiguous ratio.
+"""
+import argparse, copy, torch
+from common import interleaved_medians
+from hsvlt_lite.cli import build_parser, resolve, make_model, label_vectors
+from hsvlt_lite.data import DIGIT_NAMES
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument('--preset', default='nano')
+p.add_argument('--size', type=int, default=64)
+p.add_argument('--batch', type=int, default=32)
+p.add_argument('--repeats', type=int, default=15)
+p.add_argument('--dims', type=int, nargs=4, help="stage widths instead of the preset's")
+p.add_argument('--depths', type=int, nargs=4, help="blocks per stage instead of the preset's")
+args = p.parse_args()
+
+argv = ['train', '--preset', args.preset]
+for name in ('dims', 'depths'):
+    if getattr(args, name): argv += [f'--{name}', *map(str, getattr(args, name))]
+cli = resolve(build_parser().parse_args(argv))
+model = make_model(cli, label_vectors(cli.embeddings, DIGIT_NAMES))
+model = model.to(memory_format=torch.channels_last).train()
+x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
+
+seen = {}                                   # module -> the inputs it got in the real forward pass
+hooks = [m.register_forward_pre_hook(lambda m, inp: seen.__setitem__(m, [t.detach() for t in inp if isinstance(t, torch.Tensor)]))
+         for s in model.stages for m in [s.down, *s.blocks]]
+with torch.no_grad(): model(x)
+for h in hooks: h.remove()
+
+def fwd_bwd(fn, inputs):
+    "A callable running `fn` on fresh leaf copies of `inputs`, then backward of the sum of its output."
+    def run():
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        fn(*leaves).float().sum().backward()
+    return run
+
+def label_update(blk):
+    "A block's label update as the model runs it: L + S through the gate, from the block's V and L."
+    def run(v, l):
+        s, _ = blk.ivla(v, l if blk.label_norm is None else blk.label_norm(l))
+        return (l + s) if blk.gate is None else blk.gate(l + s)
+    return run
+
+parts = {}
+for i, stage in enumerate(model.stages):
+    parts[(i, 'stem' if i == 0 else 'down')] = fwd_bwd(stage.down, seen[stage.down][:1])
+    for j, blk in enumerate(stage.blocks):
+        v, l = seen[blk][:2]
+        if blk.conv is not None: parts[(i, f'block {j} ConvNeXt')] = fwd_bwd(blk.conv, [v])
+        if blk.ivla is not None:
+            with torch.no_grad(): v_new = v if blk.conv is None else blk.conv(v)   # IVLA reads the updated image
+            parts[(i, f'block {j} labels')] = fwd_bwd(label_update(blk), [v_new, l])
+parts[('all', 'whole model')] = fwd_bwd(model, [x])
+contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+parts[('all', 'contiguous')] = fwd_bwd(contiguous, [x.contiguous()])
+
+med, _ = interleaved_medians(parts, args.repeats)
+whole, whole_contiguous = med.pop(('all', 'whole model')), med.pop(('all', 'contiguous'))
+total = sum(med.values())
+print(f"{args.preset} dims {model.cfg.dims} depths {model.cfg.depths}, {args.size}² b={args.batch}, "
+      f"{torch.get_num_threads()} threads, median of {args.repeats}; forward + backward, ms and share of the parts' sum:")
+for (i, name), t in med.items(): print(f'  stage {i + 1} {name:18} {t * 1e3:7.2f} ms  {t / total:6.1%}')
+for i, (c, d) in enumerate(zip(model.cfg.dims, model.cfg.depths)):
+    print(f'stage {i + 1} ({c} channels, {d} blocks): {sum(v for (s, _), v in med.items() if s == i) / total:6.1%}')
+print(f'parts sum {total * 1e3:.1f} ms; whole model forward + backward {whole * 1e3:.1f} ms channels-last, '
+      f'{whole_contiguous * 1e3:.1f} ms contiguous (ratio {whole / whole_contiguous:.2f})')
