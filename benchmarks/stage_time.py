@@ -1,6 +1,7 @@
 """Where a training step of `hsvlt train`'s model goes, stage by stage: forward + backward time of each part
-(the stem or down-sampling, each block's ConvNeXt update and its label update: LayerNorm, IVLA, gate), each
-run on the activations it sees in the real model, medians of interleaved runs, as a share of their sum.
+(the stem or down-sampling, each block's ConvNeXt update, and its label update: LayerNorm, IVLA, gate, timed as
+the whole block minus its ConvNeXt update), each run on the activations it sees in the real model, medians of
+interleaved runs, as a share of their sum.
 
     python benchmarks/stage_time.py [--preset nano] [--size 64] [--batch 32] [--repeats 15] [--depths 2 2 1 1] [--dims 32 64 96 128]
 
@@ -37,39 +38,35 @@ with torch.no_grad(): model(x)
 for h in hooks: h.remove()
 
 def fwd_bwd(fn, inputs):
-    "A callable running `fn` on fresh leaf copies of `inputs`, then backward of the sum of its output."
+    "A callable running `fn` on fresh leaf copies of `inputs`, then backward of the sum of its outputs."
     def run():
-        leaves = [t.clone().requires_grad_() for t in inputs]
-        fn(*leaves).float().sum().backward()
-    return run
-
-def label_update(blk):
-    "A block's label update as the model runs it: L + S through the gate, from the block's V and L."
-    def run(v, l):
-        s, _ = blk.ivla(v, l if blk.label_norm is None else blk.label_norm(l))
-        return (l + s) if blk.gate is None else blk.gate(l + s)
+        out = fn(*[t.clone().requires_grad_() for t in inputs])
+        sum(o.float().sum() for o in (out if isinstance(out, tuple) else (out,)) if o is not None).backward()
     return run
 
 parts = {}
 for i, stage in enumerate(model.stages):
     parts[(i, 'stem' if i == 0 else 'down')] = fwd_bwd(stage.down, seen[stage.down][:1])
     for j, blk in enumerate(stage.blocks):
-        v, l = seen[blk][:2]
-        if blk.conv is not None: parts[(i, f'block {j} ConvNeXt')] = fwd_bwd(blk.conv, [v])
-        if blk.ivla is not None:
-            with torch.no_grad(): v_new = v if blk.conv is None else blk.conv(v)   # IVLA reads the updated image
-            parts[(i, f'block {j} labels')] = fwd_bwd(label_update(blk), [v_new, l])
+        parts[(i, f'block {j}')] = fwd_bwd(blk, seen[blk][:2])
+        parts[(i, f'block {j} ConvNeXt')] = fwd_bwd(blk.conv, seen[blk][:1])
 parts[('all', 'whole model')] = fwd_bwd(model, [x])
 contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
 parts[('all', 'contiguous')] = fwd_bwd(contiguous, [x.contiguous()])
 
 med, _ = interleaved_medians(parts, args.repeats)
-whole, whole_contiguous = med.pop(('all', 'whole model')), med.pop(('all', 'contiguous'))
-total = sum(med.values())
+whole, whole_contiguous = med[('all', 'whole model')], med[('all', 'contiguous')]
+rows = []                                   # (stage, part, seconds); a block's label update is the block minus its ConvNeXt update
+for i, stage in enumerate(model.stages):
+    rows.append((i, 'stem' if i == 0 else 'down', med[(i, 'stem' if i == 0 else 'down')]))
+    for j in range(len(stage.blocks)):
+        conv = med[(i, f'block {j} ConvNeXt')]
+        rows += [(i, f'block {j} ConvNeXt', conv), (i, f'block {j} labels', med[(i, f'block {j}')] - conv)]
+total = sum(t for *_, t in rows)
 print(f"{args.preset} dims {model.cfg.dims} depths {model.cfg.depths}, {args.size}² b={args.batch}, "
       f"{torch.get_num_threads()} threads, median of {args.repeats}; forward + backward, ms and share of the parts' sum:")
-for (i, name), t in med.items(): print(f'  stage {i + 1} {name:18} {t * 1e3:7.2f} ms  {t / total:6.1%}')
+for i, name, t in rows: print(f'  stage {i + 1} {name:18} {t * 1e3:7.2f} ms  {t / total:6.1%}')
 for i, (c, d) in enumerate(zip(model.cfg.dims, model.cfg.depths)):
-    print(f'stage {i + 1} ({c} channels, {d} blocks): {sum(v for (s, _), v in med.items() if s == i) / total:6.1%}')
+    print(f'stage {i + 1} ({c} channels, {d} blocks): {sum(t for s, _, t in rows if s == i) / total:6.1%}')
 print(f'parts sum {total * 1e3:.1f} ms; whole model forward + backward {whole * 1e3:.1f} ms channels-last, '
       f'{whole_contiguous * 1e3:.1f} ms contiguous (ratio {whole / whole_contiguous:.2f})')
