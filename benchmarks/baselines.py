@@ -86,7 +86,7 @@ names = list(test.label_names)
 seed_everything(args.seed)
 model = build(args.model, names)
 set_prior(head_bias(model), train_targets(cli, None))
-recipe = MultiScaleDigits('train', n=0, size=64)
+recipe = MultiScaleDigits('train', n=0, size=cli.img_size)
 
 fmt = torch.channels_last if cli.channels_last else torch.contiguous_format
 

@@ -4,10 +4,12 @@ the whole block minus its ConvNeXt update), each run on the activations it sees 
 interleaved runs, as a share of their sum.
 
     python benchmarks/stage_time.py [--preset nano] [--size 64] [--batch 32] [--repeats 15] [--depths 2 2 1 1] [--dims 32 64 96 128]
+                                    [--against-dims 32 64 128 256 --against-depths 1 1 2 1]
 
 The model is the one `hsvlt train` builds for the bundled digits (conv stem and label LayerNorm for nano,
 MiniLM label vectors, channels-last); `--dims`/`--depths` override the preset's. The whole model's step is
-also timed in the contiguous layout, for the channels-last / contiguous ratio.
+also timed in the contiguous layout, for the channels-last / contiguous ratio; with `--against-...` a whole
+training step (with AdamW) is timed against another model's in the same interleaved rounds.
 """
 import argparse, copy, torch
 from common import interleaved_medians
@@ -21,14 +23,19 @@ p.add_argument('--batch', type=int, default=32)
 p.add_argument('--repeats', type=int, default=15)
 p.add_argument('--dims', type=int, nargs=4, help="stage widths instead of the preset's")
 p.add_argument('--depths', type=int, nargs=4, help="blocks per stage instead of the preset's")
+p.add_argument('--against-dims', type=int, nargs=4, help="also time a whole training step against this model's (widths)")
+p.add_argument('--against-depths', type=int, nargs=4, help='... and block counts; either one turns the comparison on')
 args = p.parse_args()
 
-argv = ['train', '--preset', args.preset]
-for name in ('dims', 'depths'):
-    if getattr(args, name): argv += [f'--{name}', *map(str, getattr(args, name))]
-cli = resolve(build_parser().parse_args(argv))
-model = make_model(cli, label_vectors(cli.embeddings, DIGIT_NAMES))
-model = model.to(memory_format=torch.channels_last).train()
+def cli_model(dims, depths):
+    "What `hsvlt train --preset P [--dims ...] [--depths ...]` builds, channels-last."
+    argv = ['train', '--preset', args.preset]
+    for name, val in (('dims', dims), ('depths', depths)):
+        if val: argv += [f'--{name}', *map(str, val)]
+    cli = resolve(build_parser().parse_args(argv))
+    return make_model(cli, label_vectors(cli.embeddings, DIGIT_NAMES)).to(memory_format=torch.channels_last).train()
+
+model = cli_model(args.dims, args.depths)
 x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
 
 seen = {}                                   # module -> the inputs it got in the real forward pass
@@ -54,6 +61,18 @@ parts[('all', 'whole model')] = fwd_bwd(model, [x])
 contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
 parts[('all', 'contiguous')] = fwd_bwd(contiguous, [x.contiguous()])
 
+def optimizer_step(m):
+    "A whole training step of `m` with AdamW."
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    def run():
+        opt.zero_grad(); m(x).float().square().mean().backward(); opt.step()
+    return run
+
+compare = args.against_dims or args.against_depths
+if compare:
+    other = cli_model(args.against_dims, args.against_depths)
+    parts[('all', 'step')], parts[('all', 'other step')] = optimizer_step(model), optimizer_step(other)
+
 med, _ = interleaved_medians(parts, args.repeats)
 whole, whole_contiguous = med[('all', 'whole model')], med[('all', 'contiguous')]
 rows = []                                   # (stage, part, seconds); a block's label update is the block minus its ConvNeXt update
@@ -70,3 +89,7 @@ for i, (c, d) in enumerate(zip(model.cfg.dims, model.cfg.depths)):
     print(f'stage {i + 1} ({c} channels, {d} blocks): {sum(t for s, _, t in rows if s == i) / total:6.1%}')
 print(f'parts sum {total * 1e3:.1f} ms; whole model forward + backward {whole * 1e3:.1f} ms channels-last, '
       f'{whole_contiguous * 1e3:.1f} ms contiguous (ratio {whole / whole_contiguous:.2f})')
+if compare:
+    step, other_step = med[('all', 'step')], med[('all', 'other step')]
+    print(f'training step with AdamW: this model {step * 1e3:.1f} ms, dims {other.cfg.dims} depths {other.cfg.depths} '
+          f'{other_step * 1e3:.1f} ms (ratio {step / other_step:.2f})')
