@@ -58,11 +58,13 @@ class ConvNeXtBlock(nn.Module):
 
 # %% ../nbs/00_layers.ipynb #3e8bf6a2
 class ConvStem(nn.Module):
-    "3×3 conv (`c_in -> c_out`), 2×2 max-pool, GELU, 3×3 conv (`c_out -> c_out`), 2×2 max-pool, channel LayerNorm."
+    "Twice (3×3 conv, 2×2 max-pool, BatchNorm, GELU), then a channel LayerNorm: `c_in -> c_out` at stride 4."
     def __init__(self, c_in, c_out):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv1, self.norm1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv2, self.norm2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
         self.norm = LayerNorm2d(c_out)
 
-    def forward(self, x): return self.norm(F.max_pool2d(self.conv2(F.gelu(F.max_pool2d(self.conv1(x), 2))), 2))
+    def forward(self, x):
+        for conv, bn in ((self.conv1, self.norm1), (self.conv2, self.norm2)): x = F.gelu(bn(F.max_pool2d(conv(x), 2)))
+        return self.norm(x)

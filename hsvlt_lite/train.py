@@ -223,11 +223,11 @@ def load_checkpoint(path, model=None, optimizer=None, schedule=None, scaler=None
     return ckpt
 
 def load_model(path, weights='model'):
-    "The `HSVLT` stored in checkpoint `path` (its last weights, or `weights='ema'`) and its label names."
+    "The `HSVLT` stored in checkpoint `path` (its last weights, or `weights='ema'`), in evaluation mode, and its label names."
     ckpt = load_checkpoint(path, weights=weights)
     model = HSVLT(HSVLTConfig(**ckpt['model_config']), ckpt['label_embeddings'])
     model.load_state_dict(ckpt['model'] if weights == 'model' else _ema_weights(ckpt['ema']))
-    return model, ckpt['label_names']
+    return model.eval(), ckpt['label_names']
 
 # %% ../nbs/20_train.ipynb #6f57e9ed
 def setup_distributed(cfg):

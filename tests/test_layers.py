@@ -48,14 +48,19 @@ def test_convnext_block_stochastic_depth_drops_whole_samples():
     assert all(k or d for k, d in zip(kept, dropped)) and 10 < sum(kept) < 54
 
 
-def test_conv_stem_by_hand():
+def test_conv_stem_against_torch_modules():
+    "The stem against torch's Conv2d/MaxPool2d/BatchNorm2d/GELU and torchvision's LayerNorm2d, in training and evaluation."
     from hsvlt_lite.layers import ConvStem
     stem = ConvStem(3, 16)
-    ln = TVLayerNorm2d(16, eps=1e-6)
-    nn.init.normal_(stem.norm.weight); nn.init.normal_(stem.norm.bias)
-    ln.load_state_dict(stem.norm.state_dict())
-    def pool(t): return t.unflatten(2, (t.shape[2] // 2, 2)).unflatten(4, (t.shape[3] // 2, 2)).amax((3, 5))   # 2x2 window max
-    x = torch.randn(2, 3, 32, 64)
-    h = F.gelu(pool(F.conv2d(x, stem.conv1.weight, stem.conv1.bias, padding=1)))
-    assert_close(stem(x), ln(pool(F.conv2d(h, stem.conv2.weight, stem.conv2.bias, padding=1))))
-    assert_close(stem(x.contiguous(memory_format=torch.channels_last)), stem(x))
+    for m in (stem.norm1, stem.norm2, stem.norm): nn.init.normal_(m.weight); nn.init.normal_(m.bias)
+    ref = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(16), nn.GELU(),
+                        nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(16), nn.GELU(),
+                        TVLayerNorm2d(16, eps=1e-6))
+    for i, m in zip((0, 2, 4, 6, 8), (stem.conv1, stem.norm1, stem.conv2, stem.norm2, stem.norm)):
+        ref[i].load_state_dict(m.state_dict())
+    x = torch.randn(4, 3, 32, 64)
+    for _ in range(3): assert_close(stem.train()(x * 2 + 1), ref.train()(x * 2 + 1))   # batch statistics, running ones updated
+    assert_close(stem.norm2.running_var, ref[6].running_var)
+    assert_close(stem.eval()(x), ref.eval()(x))                                           # running statistics
+    assert not torch.allclose(stem.eval()(x), stem.train()(x))
+    assert_close(stem.eval()(x.contiguous(memory_format=torch.channels_last)), stem.eval()(x))

@@ -235,6 +235,20 @@ def test_checkpoint_round_trip(tmp_path):
     assert names == list('abcd')
 
 
+def test_load_model_returns_the_model_ready_to_predict(tmp_path):
+    "With BatchNorm in the conv stem, a loaded model must use the saved running statistics, as the saved model in eval mode does."
+    model = tiny(stem='conv')
+    x, y = data(8).tensors
+    train_step(model, (x, y), torch.optim.SGD(model.parameters(), lr=0.1), nn.BCEWithLogitsLoss(),
+               torch.amp.GradScaler('cpu', enabled=False), TrainConfig(), CPU)
+    save_checkpoint(tmp_path / 'model.pt', model, label_names=list('abcd'))
+    again, _ = load_model(tmp_path / 'model.pt')
+    assert not again.training
+    with torch.no_grad():
+        assert torch.equal(again(x), model.eval()(x))
+        assert not torch.allclose(again(x), model.train()(x))
+
+
 def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / 'model.pt'
     save_checkpoint(path, tiny())
