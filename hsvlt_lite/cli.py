@@ -244,7 +244,7 @@ def predict(args):
     size = args.img_size or ckpt.get('meta', {}).get('img_size') or 448
     t = eval_transform(size)
     x = torch.stack([t(load_image(p, 'hsvlt predict')) for p in args.images])
-    with torch.no_grad(): probs = torch.sigmoid(model.eval()(x))
+    with torch.no_grad(): probs = torch.sigmoid(model(x))               # load_model gives it in eval mode
     top = probs.topk(min(args.top, len(names)), dim=1)
     for path, ps, ix in zip(args.images, top.values.tolist(), top.indices.tolist()):
         print(f"{path}: " + ', '.join(f"{names[i]} {p:.3f}" for p, i in zip(ps, ix)))

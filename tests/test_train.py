@@ -231,7 +231,7 @@ def test_checkpoint_round_trip(tmp_path):
 
     again, names = load_model(tmp_path / 'model.pt')
     x = data(4).tensors[0]
-    with torch.no_grad(): assert torch.equal(again.eval()(x), model.eval()(x))
+    with torch.no_grad(): assert torch.equal(again(x), model.eval()(x))
     assert names == list('abcd')
 
 
