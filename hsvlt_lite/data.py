@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['DIGIT_NAMES', 'AUGMENT', 'IMAGENET_MEAN', 'IMAGENET_STD', 'normalize', 'CHUNK', 'STREAMS', 'SCALES', 'VOC_CLASSES',
            'COCO_CLASSES', 'NUS_WIDE_CLASSES', 'VOC_INDEX', 'GlyphPool', 'digit_pool', 'hsv_to_rgb', 'Layout',
-           'uniform', 'place_boxes', 'render_glyphs', 'glyph_jitter', 'background', 'compose_canvases', 'label_sizes',
+           'uniform', 'place_boxes', 'render_sprites', 'glyph_jitter', 'background', 'compose_canvases', 'label_sizes',
            'train_transform', 'eval_transform', 'seeded', 'one_thread', 'DigitCanvases', 'FreshCanvases',
-           'split_by_scale', 'MultiScaleDigits', 'show_batch', 'load_image', 'LabelledImages', 'read_label_names',
-           'ListFileDataset', 'NUSWIDE', 'voc_target', 'VOC2007', 'COCO2014']
+           'split_by_scale', 'CanvasSet', 'MultiScaleDigits', 'show_batch', 'load_image', 'LabelledImages',
+           'read_label_names', 'ListFileDataset', 'NUSWIDE', 'voc_target', 'VOC2007', 'COCO2014']
 
 # %% ../nbs/10_data.ipynb #95302c8b
 import itertools, json, math, xml.etree.ElementTree as ET
@@ -62,26 +62,30 @@ def uniform(shape, lo, hi, generator):
     "Uniform samples in [lo, hi) drawn from `generator`."
     return lo + (hi - lo) * torch.rand(shape, generator=generator)
 
-def place_boxes(b, size, count, sides, generator, tries=16):
-    "Squares (b g 3: x, y, side) for `b` canvases of `size` px: `count` = (lo, hi) glyphs each, sides log-uniform in `sides` px, none overlapping."
-    g = count[1]
-    n = torch.randint(count[0], g + 1, (b,), generator=generator)
+def place_boxes(n, g, size, sides, generator, tries=16, cover=0.):
+    """Squares (b g 3: x, y, side) on canvases of `size` px, `n` (b,) of the `g` slots used, largest first, sides log-uniform
+    in `sides` px; each square covered by the later ones over at most `cover` of its area (0: no overlap)."""
+    b = len(n)
     side = uniform((b, g), math.log(sides[0]), math.log(sides[1]), generator).exp().round()
     side = torch.where(torch.arange(g) < n[:, None], side, 0).sort(1, descending=True).values   # the n used slots first, largest first
-    xy, active = torch.zeros(b, g, 2), torch.zeros(b, g, dtype=torch.bool)
+    xy, active, covered = torch.zeros(b, g, 2), torch.zeros(b, g, dtype=torch.bool), torch.zeros(b, g)
+    room = cover * side ** 2                                                                # b g: area each square may lose
     for j in range(g):
         s = side[:, j, None, None]                                                          # b 1 1
         cand = (torch.rand(b, tries, 2, generator=generator) * (size - s + 1)).floor()      # b t 2
-        clash = ((cand[:, :, None] < xy[:, None, :j] + side[:, None, :j, None]) &
-                 (xy[:, None, :j] < cand[:, :, None] + s[..., None])).all(-1)               # b t j: squares intersect
-        free = ~(clash & active[:, None, :j]).any(-1)                                       # b t
-        xy[:, j] = cand[torch.arange(b), free.int().argmax(1)]
+        lo = torch.maximum(cand[:, :, None], xy[:, None, :j])                               # b t j 2: the intersections' corners
+        hi = torch.minimum(cand[:, :, None] + s[..., None], xy[:, None, :j] + side[:, None, :j, None])
+        inter = (hi - lo).clamp_min(0).prod(-1)                                             # b t j: their areas
+        free = ((covered[:, None, :j] + inter <= room[:, None, :j]) | ~active[:, None, :j]).all(-1)   # b t
+        pick = free.int().argmax(1)
+        xy[:, j] = cand[torch.arange(b), pick]
         active[:, j] = free.any(1) & (j < n)
+        covered[:, :j] += inter[torch.arange(b), pick] * active[:, j, None]
     return torch.cat([xy, side[..., None]], -1), active
 
 # %% ../nbs/10_data.ipynb #6843011b
-def render_glyphs(glyphs, centre, half, rotation, shear, size):
-    "Ink maps (n 1 size size) of `n` 8×8 `glyphs` at `centre` (n 2, px), half-width/height `half` (n 2, px), x-`shear`, then `rotation` (rad)."
+def render_sprites(sprites, centre, half, rotation, shear, size):
+    "`n` images (n c h w) drawn on `size`² canvases (n c size size) at `centre` (n 2, px), half-width/height `half` (n 2, px), x-`shear`, then `rotation` (rad)."
     cos, sin, one, zero = rotation.cos(), rotation.sin(), torch.ones_like(shear), torch.zeros_like(shear)
     rot = rearrange([cos, -sin, sin, cos], '(i j) n -> n i j', i=2)
     shr = rearrange([one, shear, zero, one], '(i j) n -> n i j', i=2)
@@ -89,7 +93,7 @@ def render_glyphs(glyphs, centre, half, rotation, shear, size):
     d = torch.arange(size) + 0.5 - centre[..., None]                                          # n 2 size: pixel-centre offsets
     dx, dy = rearrange(d[:, 0], 'n w -> n 1 w'), rearrange(d[:, 1], 'n h -> n h 1')
     grid = torch.stack([ax[:, 0] * dx + ax[:, 1] * dy, ay[:, 0] * dx + ay[:, 1] * dy], -1)    # n h w 2
-    return F.grid_sample(rearrange(glyphs, 'n h w -> n 1 h w'), grid, align_corners=False)
+    return F.grid_sample(sprites, grid, align_corners=False)
 
 # %% ../nbs/10_data.ipynb #9ebc46e4
 AUGMENT = dict(rotation=math.radians(15), shear=0.3, aspect=1.2, stroke=2.0)
@@ -109,15 +113,16 @@ def background(b, size, generator):
 
 def compose_canvases(pool, b, size=64, count=(1, 4), scale=(1/8, 1/2), augment=False, generator=None):
     "`b` canvases (uint8, b 3 size size) of glyphs drawn from `pool`, and their `Layout`."
-    box, active = place_boxes(b, size, count, (round(scale[0] * size), round(scale[1] * size)), generator)
     g = count[1]
+    box, active = place_boxes(torch.randint(count[0], g + 1, (b,), generator=generator), g, size,
+                              (round(scale[0] * size), round(scale[1] * size)), generator)
     glyph = torch.randint(len(pool.labels), (b, g), generator=generator)
     hue = (torch.rand(b, 1, generator=generator) + torch.arange(g) / g + uniform((b, g), -0.05, 0.05, generator)) % 1
     colour = hsv_to_rgb(hue, uniform((b, g), 0.6, 1, generator), uniform((b, g), 0.8, 1, generator))
     rotation, shear, aspect, stroke = glyph_jitter(int(active.sum()), augment, generator)
     xy, side = box[active][:, :2], box[active][:, 2:]
     half = side / 2 * torch.stack([aspect.sqrt(), aspect.rsqrt()], -1)
-    ink = render_glyphs(pool.images[glyph[active]], xy + side / 2, half, rotation, shear, size)
+    ink = render_sprites(pool.images[glyph[active]][:, None], xy + side / 2, half, rotation, shear, size)
     alpha = torch.zeros(b, g, 1, size, size)
     alpha[active] = (ink * stroke[:, None, None, None]).clamp(max=1)
     image = background(b, size, generator)
@@ -210,17 +215,17 @@ def split_by_scale(targets, sizes, edges):
     band = torch.bucketize(sizes, torch.as_tensor(edges, dtype=sizes.dtype), right=True)
     return {name: torch.where((targets == 1) & (band != i), -1., targets) for i, name in enumerate(SCALES)}
 
-class MultiScaleDigits(Dataset):
-    "`n` canvases of 1–4 handwritten digits at strongly varied scales; item: (normalised image 3 h w, target 10)."
-    label_names = DIGIT_NAMES
+class CanvasSet(Dataset):
+    "`n` canvases of a recipe (`canvases(b, generator)` -> uint8 images, label sizes `b k`) composed in seeded chunks; item: (normalised image 3 h w, target k)."
+    label_names = ()
 
-    def __init__(self, split='train', n=10_000, size=64, count=(1, 4), scale=(1/8, 1/2), augment=None, seed=0):
+    def __init__(self, canvases, n, seed, split):
         if not isinstance(n, int) or n < 0: raise ValueError(f"n={n!r}: expected a number of canvases >= 0")
-        self.canvases = DigitCanvases(split, size, tuple(count), tuple(scale), split == 'train' if augment is None else augment)
-        self.images, self.sizes = torch.empty(n, 3, size, size, dtype=torch.uint8), torch.empty(n, 10)
+        self.canvases = canvases
+        self.images, self.sizes = torch.empty(n, 3, canvases.size, canvases.size, dtype=torch.uint8), torch.empty(n, len(self.label_names))
         with one_thread():
             for c, start in enumerate(range(0, n, CHUNK)):
-                self.images[start:start + CHUNK], self.sizes[start:start + CHUNK] = self.canvases(min(CHUNK, n - start), seeded(seed, STREAMS[split], c))
+                self.images[start:start + CHUNK], self.sizes[start:start + CHUNK] = canvases(min(CHUNK, n - start), seeded(seed, STREAMS[split], c))
         self.targets = (self.sizes > 0).float()
 
     def __len__(self): return len(self.images)
@@ -234,6 +239,13 @@ class MultiScaleDigits(Dataset):
         "This set's targets per size band; `edges` default to the thirds of the log side range."
         lo, hi = self.canvases.sides
         return split_by_scale(self.targets, self.sizes, (lo * (hi / lo) ** (1 / 3), lo * (hi / lo) ** (2 / 3)) if edges is None else edges)
+
+class MultiScaleDigits(CanvasSet):
+    "`n` canvases of 1–4 handwritten digits at strongly varied scales; item: (normalised image 3 h w, target 10)."
+    label_names = DIGIT_NAMES
+
+    def __init__(self, split='train', n=10_000, size=64, count=(1, 4), scale=(1/8, 1/2), augment=None, seed=0):
+        super().__init__(DigitCanvases(split, size, tuple(count), tuple(scale), split == 'train' if augment is None else augment), n, seed, split)
 
 # %% ../nbs/10_data.ipynb #06dc3ae9
 def show_batch(images, targets, label_names, ncols=8, inches=1.7):

@@ -1,9 +1,11 @@
 "The command line end to end on a short digits run: outputs checked against scikit-learn and the model itself."
 import json, shutil, subprocess, sys, pytest, torch
+from sklearn.metrics import average_precision_score
 from pathlib import Path
 from PIL import Image
 from hsvlt_lite.cli import main
-from hsvlt_lite.data import MultiScaleDigits, FreshCanvases, eval_transform
+from hsvlt_lite.data import MultiScaleDigits, FreshCanvases, VOC_CLASSES, eval_transform
+from hsvlt_lite.emoji import EmojiScenes
 from hsvlt_lite.metrics import mean_average_precision
 from hsvlt_lite.train import load_model, evaluate
 
@@ -66,6 +68,34 @@ def test_an_interrupted_run_resumed_ends_with_the_same_weights(run, tmp_path, mo
         for (n, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()): torch.testing.assert_close(b, a, rtol=0, atol=0, msg=n)
 
 
+def test_emoji_scenes_train_with_the_ablation_switches(tmp_path):
+    "--data emoji end to end with every switch of the ablations at once; the run's mAP is scikit-learn's on its checkpoint."
+    out = tmp_path / 'emoji'
+    assert main(['train', '--data', 'emoji', *ARGS, '--aggregation', 'last', '--interaction', 'late', '--visual-feedback', '--out', str(out)]) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    m = metrics['config']['model']
+    assert (m['aggregation'], m['interaction'], m['visual_feedback']) == ('last', 'late', True)
+    model, names = load_model(out / 'model.pt')
+    test = EmojiScenes('test', n=128)
+    scores, targets = evaluate(model, test)
+    assert names == list(VOC_CLASSES) and torch.equal(targets, test.targets)
+    assert metrics['mAP'] == pytest.approx(average_precision_score(targets.numpy(), scores.numpy(), average=None).mean(), abs=1e-9)
+    assert set(metrics['AP_by_size']) == {'small', 'medium', 'large'}
+
+
+def test_eval_and_predict_take_a_shipped_name(tmp_path, capsys):
+    assert main(['eval', '--ckpt', 'emoji-nano', '--test-size', '200']) == 0
+    model, names = load_model('emoji-nano')
+    test = EmojiScenes('test', n=200)
+    assert f"mAP   {mean_average_precision(*evaluate(model, test)):.4f}" in capsys.readouterr().out
+    Image.fromarray(test.images[3].permute(1, 2, 0).numpy()).save(tmp_path / 'scene.png')
+    assert main(['predict', '--ckpt', 'emoji-nano', str(tmp_path / 'scene.png'), '--attention', str(tmp_path / 'att.png')]) == 0
+    with torch.no_grad(): p = torch.sigmoid(model(test[3][0][None]))[0]
+    top = p.topk(3)
+    assert ', '.join(f'{names[i]} {v:.3f}' for v, i in zip(top.values.tolist(), top.indices.tolist())) in capsys.readouterr().out
+    assert (tmp_path / 'att.png').read_bytes()[:4] == b'\x89PNG'
+
+
 @pytest.mark.parametrize('argv,message', [
     (['train', '--preset', 'huge'], "invalid choice: 'huge'"),
     (['train', '--img-size', '100'], 'image size 100'),
@@ -125,7 +155,8 @@ def test_pretrained_torchvision_fills_the_visual_stream(monkeypatch):
     stand_in = torchvision.models.convnext_tiny(weights=None)
     asked = []
     monkeypatch.setattr(torchvision.models, 'convnext_tiny', lambda weights: asked.append(weights) or stand_in)
-    args = argparse.Namespace(preset='tiny', stem='auto', label_norm='auto', pretrained='torchvision', dims=None, depths=None)
+    args = argparse.Namespace(preset='tiny', stem='auto', label_norm='auto', pretrained='torchvision', dims=None, depths=None,
+                              aggregation='csa', interaction='ivla', visual_feedback=False)
     model = cli.make_model(args, torch.randn(4, 384))
     assert asked == ['DEFAULT'] and model.cfg.stem == 'patch' and not model.cfg.label_norm
     torch.testing.assert_close(model.stages[2].blocks[8].conv.fc2.weight, stand_in.features[5][8].block[5].weight)

@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 from torch.testing import assert_close
 from torch.utils.data import DataLoader
 from hsvlt_lite.data import (MultiScaleDigits, ListFileDataset, VOC2007, COCO2014, NUSWIDE, DIGIT_NAMES, VOC_CLASSES, COCO_CLASSES,
-                             NUS_WIDE_CLASSES, IMAGENET_MEAN, IMAGENET_STD, digit_pool, hsv_to_rgb, place_boxes, render_glyphs,
+                             NUS_WIDE_CLASSES, IMAGENET_MEAN, IMAGENET_STD, digit_pool, hsv_to_rgb, place_boxes, render_sprites,
                              compose_canvases, label_sizes, split_by_scale, Layout, train_transform, eval_transform)
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
@@ -36,7 +36,8 @@ def test_hsv_to_rgb_matches_colorsys():
 
 
 def test_boxes_fit_the_canvas_never_overlap_and_respect_count_and_scale():
-    box, active = place_boxes(500, 96, (2, 3), (12, 48), torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    box, active = place_boxes(torch.randint(2, 4, (500,), generator=gen), 3, 96, (12, 48), gen)
     for bx, act in zip(box.tolist(), active.tolist()):
         placed = [q for q, a in zip(bx, act) if a]
         assert 1 <= len(placed) <= 3 and act[0]
@@ -46,9 +47,25 @@ def test_boxes_fit_the_canvas_never_overlap_and_respect_count_and_scale():
     assert active.sum(1).float().mean() > 2.3                        # asked 2-3, rarely one dropped
 
 
+def test_overlapping_boxes_leave_each_square_at_least_the_uncovered_share():
+    gen = torch.Generator().manual_seed(4)
+    n = torch.randint(3, 8, (400,), generator=gen)
+    box, active = place_boxes(n, 7, 64, (6, 58), gen, cover=0.5)
+    overlaps = 0
+    for bx, act, k in zip(box.tolist(), active.tolist(), n.tolist()):
+        placed = [q for q, a in zip(bx, act) if a]
+        assert act[0] and not any(act[k:]) and all(s1 >= s2 for (_, _, s1), (_, _, s2) in zip(bx, bx[1:]))   # largest first
+        for i, (x, y, s) in enumerate(placed):
+            assert 0 <= x and 0 <= y and x + s <= 64 and y + s <= 64
+            later = [max(0, min(x + s, x2 + s2) - max(x, x2)) * max(0, min(y + s, y2 + s2) - max(y, y2)) for x2, y2, s2 in placed[i + 1:]]
+            assert sum(later) <= 0.5 * s * s                           # covered by the later squares: at most half
+            overlaps += sum(a > 0 for a in later)
+    assert overlaps > 200 and active.sum() > 0.8 * n.sum()             # overlap happens; few objects dropped (14% at 3-7 per canvas)
+
+
 def test_render_equals_interpolate_of_the_zero_bordered_glyph():
     glyph = digit_pool('test').images[5:6]
-    ink = render_glyphs(glyph, torch.tensor([[20. + 12, 4. + 8]]), torch.tensor([[12., 8.]]), torch.zeros(1), torch.zeros(1), 64)[0, 0]
+    ink = render_sprites(glyph[:, None], torch.tensor([[20. + 12, 4. + 8]]), torch.tensor([[12., 8.]]), torch.zeros(1), torch.zeros(1), 64)[0, 0]
     ref = torch.zeros(64, 64)          # ×3 wide, ×2 high, box at x 20..44, y 4..20; the zero border adds one glyph pixel around
     ref[4 - 2:20 + 2, 20 - 3:44 + 3] = F.interpolate(F.pad(glyph, (1, 1, 1, 1))[None], scale_factor=(2, 3), mode='bilinear', align_corners=False)[0, 0]
     assert_close(ink, ref)
@@ -57,7 +74,7 @@ def test_render_equals_interpolate_of_the_zero_bordered_glyph():
 def test_rotation_and_shear_move_pixels_as_the_affine_map_says():
     glyph = digit_pool('test').images[9:10]
     def render(rot, shear, cy=32.):
-        return render_glyphs(glyph, torch.tensor([[32., cy]]), torch.tensor([[20., 20.]]), torch.tensor([rot]), torch.tensor([shear]), 64)[0, 0]
+        return render_sprites(glyph[:, None], torch.tensor([[32., cy]]), torch.tensor([[20., 20.]]), torch.tensor([rot]), torch.tensor([shear]), 64)[0, 0]
     assert_close(render(-math.pi / 2, 0.), torch.rot90(render(0., 0.), 1), atol=1e-5, rtol=0)
     upright, sheared = render(0., 0., cy=32.5), render(0., 0.25, cy=32.5)
     assert_close(sheared[36, 1:], upright[36, :-1], atol=1e-5, rtol=0)   # 4 px below the centre, x-shear 0.25: 1 px right

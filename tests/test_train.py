@@ -1,5 +1,5 @@
 "The training loop: schedule, optimiser groups, one step, loss wiring, EMA, checkpoints, exact resume, DDP, precision and compile switches, errors."
-import dataclasses, json, math, os, random, re, shutil, socket, subprocess, sys
+import dataclasses, hashlib, json, math, os, random, re, shutil, socket, subprocess, sys
 import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 from torch.testing import assert_close
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
@@ -9,7 +9,9 @@ from hsvlt_lite.losses import AsymmetricLoss
 from hsvlt_lite.metrics import mean_average_precision
 import hsvlt_lite.train as train_mod
 from hsvlt_lite.train import (TrainConfig, Schedule, make_optimizer, train_step, make_ema, evaluate, make_loader,
-                              set_epoch, rng_state, save_checkpoint, load_checkpoint, load_model, fit)
+                              set_epoch, rng_state, save_checkpoint, load_checkpoint, load_model, fit, save_weights, shipped, ASSETS)
+from hsvlt_lite.cli import BUNDLED
+from sklearn.metrics import average_precision_score
 import ddp_fit
 
 QUIET = dict(progress=False)
@@ -247,6 +249,38 @@ def test_load_model_returns_the_model_ready_to_predict(tmp_path):
     with torch.no_grad():
         assert torch.equal(again(x), model.eval()(x))
         assert not torch.allclose(again(x), model.train()(x))
+
+
+def test_save_weights_keeps_the_model_and_drops_the_training_state(tmp_path):
+    fit(tiny(), data(32), None, TrainConfig(epochs=1, batch_size=16, ema=0.9, **QUIET), out_dir=tmp_path, label_names=list('abcd'))
+    save_weights(tmp_path / 'model.pt', tmp_path / 'weights.pt')
+    full, slim = (torch.load(tmp_path / f, weights_only=True) for f in ('model.pt', 'weights.pt'))
+    assert full['optimizer'] is not None and full['ema'] is not None
+    assert all(slim[k] is None for k in ('optimizer', 'schedule', 'scaler', 'ema', 'rng'))
+    for k in ('model_config', 'label_names', 'train_config', 'history', 'epoch'): assert slim[k] == full[k], k
+    assert_same(slim['model'], full['model']); assert torch.equal(slim['label_embeddings'], full['label_embeddings'])
+    assert (tmp_path / 'weights.pt').stat().st_size < (tmp_path / 'model.pt').stat().st_size / 2
+
+
+@pytest.mark.parametrize('name', sorted(shipped()))
+def test_shipped_checkpoints_are_intact_and_score_their_recorded_map(name):
+    "Re-scored from scratch: the bundled test set, the model in batches, scikit-learn's AP per class."
+    entry = shipped()[name]
+    assert hashlib.sha256((ASSETS / entry['file']).read_bytes()).hexdigest() == entry['sha256']
+    model, names = load_model(name)
+    test = BUNDLED[entry['data']][0]('test', n=2000)
+    assert names == list(test.label_names) and entry['command'].startswith(f"hsvlt train --data {entry['data']}")
+    with torch.no_grad(): scores = torch.cat([model(x) for x, _ in DataLoader(test, batch_size=250)])
+    ap = average_precision_score(test.targets.numpy(), scores.numpy(), average=None)
+    assert abs(ap.mean() - entry['mAP']) < 1e-4, (ap.mean(), entry['mAP'])
+
+
+def test_a_checkpoint_is_a_file_or_a_shipped_name(tmp_path, monkeypatch):
+    assert set(shipped()) >= {'emoji-nano'}
+    one_line_error(lambda: load_model('emoji-tiny'), r"'emoji-tiny' does not exist \(nor is it one of the shipped .*emoji-nano")
+    save_checkpoint(tmp_path / 'emoji-nano', tiny(), label_names=list('abcd'))     # a file of that name wins
+    monkeypatch.chdir(tmp_path)
+    assert load_model('emoji-nano')[1] == list('abcd')
 
 
 def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

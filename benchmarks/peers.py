@@ -1,0 +1,85 @@
+"""What a user would pick instead of HSVLT, sized for the bundled 64 px data and trained by the same loop:
+
+- `PooledConvNeXt`: HSVLT-nano's visual stages (the same conv stem and ConvNeXt blocks) with no labels:
+  global average pool, LayerNorm, linear head.
+- `Query2Label`: a fine 3x3 conv + BatchNorm + GELU + max-pool stem down to 8x8 tokens, a 2-layer pre-norm
+  transformer encoder with learned positions, one decoder layer with one learned query per label, a
+  class-wise linear head (Liu et al. 2021, in small).
+- `MLDecoder`: HSVLT-nano's visual stages under an ML-Decoder head (Ridnik et al. 2023): the last stage's
+  tokens are attended by a few learned group queries in one cross-attention-only decoder layer (no
+  self-attention), and each query's output is read by its own linear layer into the logits of its group
+  of labels ("group decoding").
+"""
+import torch, torch.nn as nn
+from einops import rearrange
+from hsvlt_lite.layers import ConvStem, PatchDown, ConvNeXtBlock
+from hsvlt_lite.csa import ClasswiseLinear
+from hsvlt_lite.model import HSVLTConfig
+
+
+def visual_stages(cfg):
+    "HSVLT's visual stream without labels: the stem or down-sampling of each stage, then its ConvNeXt blocks."
+    layers, c_in = [], 3
+    for i, (c, d) in enumerate(zip(cfg.dims, cfg.depths)):
+        layers += [ConvStem(3, c) if i == 0 else PatchDown(c_in, c, 2, norm_first=True)]
+        layers += [ConvNeXtBlock(c, cfg.layer_scale_init) for _ in range(d)]
+        c_in = c
+    return nn.Sequential(*layers)
+
+
+NANO = HSVLTConfig.preset('nano', stem='conv')
+
+
+class PooledConvNeXt(nn.Module):
+    "HSVLT-nano's visual stream without labels: ConvNeXt stages, global average pool, LayerNorm, linear head."
+    def __init__(self, k, cfg=NANO):
+        super().__init__()
+        self.features, self.norm, self.head = visual_stages(cfg), nn.LayerNorm(cfg.dims[-1]), nn.Linear(cfg.dims[-1], k)
+
+    def forward(self, x): return self.head(self.norm(self.features(x).mean((-2, -1))))
+
+
+class Query2Label(nn.Module):
+    "A small Query2Label-style model: conv stem to 8x8 tokens, transformer encoder, label-query decoder, class-wise head."
+    def __init__(self, k, d=64, tokens=64):
+        super().__init__()
+        def down(c_in, c_out): return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.GELU(), nn.MaxPool2d(2)]
+        self.stem = nn.Sequential(*down(3, 32), *down(32, d), *down(d, d))
+        self.pos = nn.Parameter(torch.randn(tokens, d) * 0.02)
+        layer = dict(d_model=d, nhead=4, dim_feedforward=2 * d, dropout=0., batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), 2, enable_nested_tensor=False)
+        self.queries = nn.Parameter(torch.randn(k, d) * 0.02)
+        self.decoder = nn.TransformerDecoderLayer(**layer)
+        self.head = ClasswiseLinear(k, d)
+
+    def forward(self, x):
+        t = rearrange(self.stem(x), 'b d h w -> b (h w) d')
+        t = self.encoder(t + self.pos[:t.shape[1]])
+        return self.head(self.decoder(self.queries.expand(len(x), -1, -1), t))
+
+
+class MLDecoder(nn.Module):
+    "HSVLT-nano's visual stages, then an ML-Decoder head: `groups` learned queries, cross-attention + MLP, a linear layer per group."
+    def __init__(self, k, groups=None, d=128, heads=4, cfg=NANO):
+        super().__init__()
+        groups = groups or k // 2
+        self.k, self.per_group = k, -(-k // groups)                           # labels per group, rounded up
+        self.features, self.proj = visual_stages(cfg), nn.Linear(cfg.dims[-1], d)
+        self.queries = nn.Parameter(torch.randn(groups, d) * 0.02)
+        self.norm_q, self.norm_kv, self.norm_mlp = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.group_weight = nn.Parameter(torch.randn(groups, d, self.per_group) * d ** -0.5)
+        self.head = nn.Module()                                               # the bias that `set_prior` sets, as `.head.bias`
+        self.head.bias = nn.Parameter(torch.zeros(k))
+
+    def forward(self, x):
+        t = self.norm_kv(self.proj(rearrange(self.features(x), 'b c h w -> b (h w) c')))
+        q = self.queries.expand(len(x), -1, -1)
+        q = q + self.attn(self.norm_q(q), t, t, need_weights=False)[0]       # cross-attention only: no self-attention
+        q = q + self.mlp(self.norm_mlp(q))
+        logits = torch.einsum('bgd,gdj->bgj', q, self.group_weight)           # each query's own linear layer: its group's labels
+        return rearrange(logits, 'b g j -> b (g j)')[:, :self.k] + self.head.bias
+
+
+PEERS = {'convnext': PooledConvNeXt, 'q2l': Query2Label, 'mldecoder': MLDecoder}

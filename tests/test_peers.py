@@ -1,0 +1,64 @@
+"The benchmark peers and the ablation harness (benchmarks/): the ML-Decoder head against attention written out by hand, equal-time step counts by hand."
+import sys, math, pytest, torch, torch.nn.functional as F
+from torch.testing import assert_close
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+from peers import MLDecoder, PooledConvNeXt, Query2Label, visual_stages, NANO
+from ablations import equal_time_steps, cli_args, build, head_bias, MODELS
+
+
+def test_ml_decoder_is_cross_attention_mlp_and_group_linear_by_hand():
+    torch.manual_seed(0)
+    k, d, heads = 7, 16, 4
+    m = MLDecoder(k, groups=3, d=d, heads=heads).eval()
+    with torch.no_grad(): m.head.bias.normal_()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = m.features(x)                                                    # b c 2 2
+        t = F.layer_norm(feats.flatten(2).transpose(1, 2) @ m.proj.weight.T + m.proj.bias, (d,), m.norm_kv.weight, m.norm_kv.bias)
+        q = m.queries.expand(2, -1, -1)
+        qn = F.layer_norm(q, (d,), m.norm_q.weight, m.norm_q.bias)
+        wq, wk, wv = m.attn.in_proj_weight.chunk(3)
+        bq, bk, bv = m.attn.in_proj_bias.chunk(3)
+        split = lambda z: z.reshape(2, -1, heads, d // heads).transpose(1, 2)   # b h n dh
+        Q, K, V = split(qn @ wq.T + bq), split(t @ wk.T + bk), split(t @ wv.T + bv)
+        att = ((Q @ K.transpose(-1, -2)) / math.sqrt(d // heads)).softmax(-1)
+        q = q + ((att @ V).transpose(1, 2).reshape(2, -1, d) @ m.attn.out_proj.weight.T + m.attn.out_proj.bias)
+        h = F.layer_norm(q, (d,), m.norm_mlp.weight, m.norm_mlp.bias)
+        q = q + (F.gelu(h @ m.mlp[0].weight.T + m.mlp[0].bias) @ m.mlp[2].weight.T + m.mlp[2].bias)
+        logits = torch.cat([q[:, g] @ m.group_weight[g] for g in range(3)], 1)[:, :k] + m.head.bias   # groups of 3 labels, 9 -> 7
+        assert_close(m(x), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_peers_share_hsvlt_nanos_visual_stages():
+    from hsvlt_lite.model import HSVLT
+    hsvlt = HSVLT(NANO, torch.randn(20, NANO.text_dim))
+    visual = sum(p.numel() for n, p in hsvlt.named_parameters() if '.conv.' in n or '.down.' in n)
+    assert sum(p.numel() for p in visual_stages(NANO).parameters()) == visual
+    for peer in (PooledConvNeXt(20), MLDecoder(20)): assert peer(torch.randn(2, 3, 64, 64)).shape == (2, 20)
+    assert Query2Label(20)(torch.randn(2, 3, 64, 64)).shape == (2, 20)
+
+
+def test_equal_time_steps_are_the_hsvlt_budget_over_each_step_time():
+    # emoji defaults: 10 epochs of 320 steps; a budget of 3,200 x 0.2 s = 640 s
+    steps = equal_time_steps('emoji', {'hsvlt': 0.2, 'fast': 0.1, 'slow': 0.3})
+    assert steps == {'hsvlt': 320, 'fast': 640, 'slow': 213}
+
+
+@pytest.mark.parametrize('model,field,value', [('hsvlt', 'aggregation', 'csa'), ('no_csa', 'aggregation', 'last'), ('late', 'interaction', 'late'),
+                                               ('topdown', 'aggregation', 'topdown'), ('feedback', 'visual_feedback', True)])
+def test_each_ablation_is_hsvlt_train_with_one_switch(model, field, value):
+    from hsvlt_lite.data import VOC_CLASSES
+    argv, args = cli_args('emoji', model, seed=2)
+    net = build(model, args, VOC_CLASSES)
+    full = build('hsvlt', cli_args('emoji')[1], VOC_CLASSES)
+    assert argv[:5] == ['train', '--data', 'emoji', '--seed', '2'] and getattr(net.cfg, field) == value
+    assert {k: v for k, v in vars(net.cfg).items() if k != field} == {k: v for k, v in vars(full.cfg).items() if k != field}
+    assert head_bias(net) is net.aggregate.head.bias
+
+
+def test_the_one_hot_ablation_gives_each_label_its_own_axis():
+    from hsvlt_lite.data import VOC_CLASSES
+    net = build('onehot', cli_args('emoji', 'onehot')[1], VOC_CLASSES)
+    assert torch.equal(net.label_embeddings, torch.eye(20))
