@@ -7,7 +7,7 @@ __all__ = ['TONES', 'VARIANTS', 'ALSO', 'SCENES', 'WILD', 'PALETTES', 'toned', '
            'emoji_art', 'scene_background', 'SceneLayout', 'lay_out_scenes', 'draw_scenes', 'compose_scenes',
            'scene_sizes', 'EmojiCanvases', 'EmojiScenes']
 
-# %% ../nbs/14_emoji.ipynb #af6a322d
+# %% ../nbs/14_emoji.ipynb #0b170b60
 import math, unicodedata, numpy as np, torch, torch.nn.functional as F
 from einops import rearrange
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from typing import NamedTuple
 from PIL import Image
 from .data import VOC_CLASSES, CanvasSet, uniform, hsv_to_rgb, place_boxes, render_sprites
 
-# %% ../nbs/14_emoji.ipynb #6a407ba9
+# %% ../nbs/14_emoji.ipynb #9fc5db67
 TONES = [f'EMOJI MODIFIER FITZPATRICK TYPE-{t}' for t in ('1-2', '3', '4', '5', '6')]
 
 def toned(name):
@@ -51,7 +51,7 @@ VARIANTS = {   # class: (variants in training and test, variants held out for th
 }
 ALSO = {'BICYCLIST': 'person', 'MOUNTAIN BICYCLIST': 'person', 'HORSE RACING': 'person', 'ROWBOAT': 'person'}
 
-# %% ../nbs/14_emoji.ipynb #675cfb93
+# %% ../nbs/14_emoji.ipynb #5d0569aa
 class Scene(NamedTuple):
     classes: dict        # VOC class: weight
     distractors: list    # emoji that are not in the label set
@@ -78,7 +78,7 @@ SCENES = {
 }
 WILD = ['ELEPHANT', 'TIGER', 'LEOPARD', 'FOX FACE', 'WOLF FACE', 'BEAR FACE', 'DROMEDARY CAMEL']
 
-# %% ../nbs/14_emoji.ipynb #f1c5ca14
+# %% ../nbs/14_emoji.ipynb #a0f2b316
 def emoji_text(variant):
     "The emoji of `variant` (Unicode character names joined by ' + ')."
     return ''.join(unicodedata.lookup(n) for n in variant.split(' + '))
@@ -112,7 +112,7 @@ def emoji_art():
     while levels[-1].shape[-1] > 9: levels.append(F.avg_pool2d(levels[-1], 2))
     return Art(names, levels, labels)
 
-# %% ../nbs/14_emoji.ipynb #07b9f389
+# %% ../nbs/14_emoji.ipynb #59a08fcf
 PALETTES = torch.tensor([s.hsv for s in SCENES.values()])   # scenes 3 2: (lo, hi) of h, s, v
 
 def scene_background(scene, size, generator):
@@ -130,7 +130,7 @@ def scene_background(scene, size, generator):
     return (hsv_to_rgb(h, s, v)[..., None, None] + F.interpolate(texture, size=size, mode='bilinear', align_corners=False)
             + stripes + 0.02 * torch.randn(b, 1, size, size, generator=generator))
 
-# %% ../nbs/14_emoji.ipynb #be4eff77
+# %% ../nbs/14_emoji.ipynb #6b7f0264
 class SceneLayout(NamedTuple):
     "What goes where on `b` canvases, `g` slots each, the unused ones inactive."
     scene: torch.Tensor      # b      index into SCENES
@@ -211,7 +211,7 @@ def scene_sizes(layout):
     shown = emoji_art().labels[layout.art] * layout.labelled[..., None]                        # b g 20
     return (shown * layout.box[..., 2, None]).amax(1)
 
-# %% ../nbs/14_emoji.ipynb #6dbba8a6
+# %% ../nbs/14_emoji.ipynb #75d28cc5
 @dataclass(frozen=True)
 class EmojiCanvases:
     "How scenes are made: `split` ('train' or 'test': which variants), canvas `size`, and the knobs of `lay_out_scenes`."
