@@ -18,33 +18,28 @@ it runs. `run --steps N` fixes the count instead (equal steps, e.g. the README's
 Results (per-epoch test mAP and seconds, final mAP, AP by object size and per class) go to
 benchmarks/results/ablations.json, which nbs/30_evidence.ipynb reads.
 """
-import argparse, contextlib, json, os, statistics, sys, tempfile, time, torch
+import argparse, json, os, statistics, sys, tempfile, time, torch
 from pathlib import Path
+from contextlib import redirect_stdout
 from torch.utils.data import DataLoader
-from hsvlt_lite.cli import BUNDLED, build_parser, resolve, make_test, make_train, make_model, label_vectors, set_prior, train_targets, train_config, score, main
-from hsvlt_lite.metrics import mean_average_precision
-from hsvlt_lite.train import fit, evaluate, seed_everything, make_optimizer, make_loss, train_step
+from hsvlt_lite.recipes import Recipe, BUNDLED, run_recipe, build_model, label_vectors, train_config
+from hsvlt_lite.train import make_optimizer, make_loss, train_step
 from peers import PEERS
 
 RESULTS = Path(__file__).parent / 'results' / 'ablations.json'
-SWITCHES = {'hsvlt': [], 'no_csa': ['--aggregation', 'last'], 'late': ['--interaction', 'late'], 'topdown': ['--aggregation', 'topdown'],
-            'feedback': ['--visual-feedback'], 'onehot': ['--embeddings', 'onehot']}
+SWITCHES = {'hsvlt': {}, 'no_csa': dict(aggregation='last'), 'late': dict(interaction='late'), 'topdown': dict(aggregation='topdown'),
+            'feedback': dict(visual_feedback=True), 'onehot': dict(embeddings='onehot')}
 MODELS = (*SWITCHES, *PEERS)
 
 
-def cli_args(data, model='hsvlt', seed=0, steps_per_epoch=None):
-    "The resolved `hsvlt train` arguments of a run (the peers take the HSVLT model's)."
-    argv = ['train', '--data', data, '--seed', str(seed), *SWITCHES.get(model, [])]
-    if steps_per_epoch: argv += ['--steps-per-epoch', str(steps_per_epoch)]
-    return argv, resolve(build_parser().parse_args(argv))
+def recipe(data, model='hsvlt', seed=0, steps_per_epoch=None):
+    "The `hsvlt train` recipe of a run (the peers train by the HSVLT model's)."
+    return Recipe(data=data, seed=seed, steps_per_epoch=steps_per_epoch, **SWITCHES.get(model, {}))
 
 
-def build(model, args, names):
-    "A fresh model: what `hsvlt train` builds for these arguments, or a peer."
-    return PEERS[model](len(names)) if model in PEERS else make_model(args, label_vectors(args.embeddings, names))
-
-
-def head_bias(model): return model.head.bias if hasattr(model, 'head') else model.aggregate.head.bias
+def build(model, r, names):
+    "A fresh model: what `hsvlt train` builds for resolved recipe `r`, or a peer."
+    return PEERS[model](len(names)) if model in PEERS else build_model(r, label_vectors(r.embeddings, names))
 
 
 def load():
@@ -61,23 +56,22 @@ def save(results):
 
 def probe(data, rounds=120, warmup=3):
     "Median seconds of one training step (batch making included) of every model, in interleaved rounds."
-    _, args = cli_args(data)
+    r = recipe(data).resolved()
     names = list(BUNDLED[data][0].label_names)
-    cfg = train_config(args, progress=False)
+    cfg = train_config(r, progress=False)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     steps = {}
     for m in MODELS:
-        _, a = cli_args(data, m)
-        net = build(m, a, names).to(memory_format=fmt)
-        batches = iter(DataLoader(BUNDLED[data][0]('train', n=0, size=args.img_size).fresh(args.batch_size, None, seed=10_000), batch_size=None))
+        net = build(m, recipe(data, m).resolved(), names).to(memory_format=fmt)
+        batches = iter(DataLoader(BUNDLED[data][0]('train', n=0, size=r.img_size).fresh(r.batch_size, None, seed=10_000), batch_size=None))
         opt, loss = make_optimizer(net, cfg), make_loss(cfg.loss)
         scaler = torch.amp.GradScaler('cpu', enabled=False)
         steps[m] = lambda net=net, batches=batches, opt=opt, loss=loss, scaler=scaler: train_step(net, next(batches), opt, loss, scaler, cfg, torch.device('cpu'))
     times = {m: [] for m in MODELS}
-    for r in range(warmup + rounds):
+    for i in range(warmup + rounds):
         for m, f in steps.items():
             t = time.perf_counter(); f(); dt = time.perf_counter() - t
-            if r >= warmup: times[m].append(dt)
+            if i >= warmup: times[m].append(dt)
     return {m: statistics.median(ts) for m, ts in times.items()}
 
 
@@ -89,32 +83,20 @@ def equal_time_steps(data, seconds):
 
 
 def run(data, model, seed, steps_per_epoch, log=sys.stdout):
-    "Train one model; its record (history, final scores, timing)."
-    argv, args = cli_args(data, model, seed, steps_per_epoch)
+    "Train one model by `run_recipe`, as `hsvlt train` does (the peers by the same loop, data, schedule and prior); its record."
+    r = recipe(data, model, seed, steps_per_epoch)
     t0 = time.perf_counter()
-    if model in SWITCHES:                                          # `hsvlt train` itself
-        out = Path(tempfile.mkdtemp(prefix=f'ablation-{data}-{model}-{seed}-'))
-        with contextlib.redirect_stdout(log): code = main(argv + ['--out', str(out)])
-        if code: raise SystemExit(f"hsvlt {' '.join(argv)} failed")
-        m = json.loads((out / 'metrics.json').read_text())
-        record = dict(mAP=m['mAP'], AP=m['AP'], AP_by_size=m['AP_by_size'], history=m['history'], checkpoint=str(out / 'model.pt'),
-                      params=sum(p.numel() for p in build(model, args, m['label_names']).parameters()), command='hsvlt ' + ' '.join(argv))
-    else:                                                          # a peer, by the same loop and recipe
-        test = make_test(args)
-        names = list(test.label_names)
-        train_data = make_train(args)
-        seed_everything(seed)
-        net = build(model, args, names)
-        set_prior(head_bias(net), train_targets(args, train_data))
-        history = fit(net, train_data, test, train_config(args, progress=False), label_names=names)
-        scores, targets = evaluate(net, test, args.batch_size, channels_last=args.channels_last)
-        s = score(scores, targets, names)
-        record = dict(mAP=s['mAP'], AP=s['AP'], AP_by_size={b: mean_average_precision(scores, t) for b, t in test.targets_by_scale().items()},
-                      history=[{k: v for k, v in h.items() if k != 'losses'} for h in history], params=sum(p.numel() for p in net.parameters()),
-                      command=f'python benchmarks/ablations.py run --data {data} --model {model} --seed {seed} --steps {args.steps_per_epoch * args.epochs}')
-    record.update(data=data, model=model, seed=seed, steps=args.steps_per_epoch * args.epochs, wall_seconds=time.perf_counter() - t0,
-                  train_seconds=sum(h['seconds'] for h in record['history']))
-    return record
+    with redirect_stdout(log):
+        if model in SWITCHES:
+            out = Path(tempfile.mkdtemp(prefix=f'ablation-{data}-{model}-{seed}-'))
+            m = run_recipe(r, out, progress=False)
+        else:
+            out, m = None, run_recipe(r, build=lambda names: PEERS[model](len(names)), progress=False)
+    steps = r.resolved().steps_per_epoch * r.resolved().epochs
+    command = r.command() if model in SWITCHES else f'python benchmarks/ablations.py run --data {data} --model {model} --seed {seed} --steps {steps}'
+    return dict(mAP=m['mAP'], AP=m['AP'], AP_by_size=m['AP_by_size'], history=m['history'], params=m['params'], command=command,
+                checkpoint=out and str(out / 'model.pt'), data=data, model=model, seed=seed, steps=steps,
+                wall_seconds=time.perf_counter() - t0, train_seconds=m['timings']['train_seconds'])
 
 
 def run_and_store(data, model, seed, steps=None):

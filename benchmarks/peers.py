@@ -27,7 +27,7 @@ def visual_stages(cfg):
     return nn.Sequential(*layers)
 
 
-NANO = HSVLTConfig.preset('nano', stem='conv')
+NANO = HSVLTConfig.preset('nano')
 
 
 class PooledConvNeXt(nn.Module):

@@ -5,13 +5,14 @@
 
 writes hsvlt_lite/assets/emoji-nano.pt (the model, its configs, label names and vectors; no optimiser, EMA or
 generator state) and its entry in hsvlt_lite/assets/checkpoints.json: file, SHA-256, data, the test mAP the
-slim file scores on its bundled test set, and the command that trained it. `load_model('emoji-nano')`,
+slim file scores on its bundled test set, and the command that trained it (the `Recipe` stored in the checkpoint,
+written as a command line). `load_model('emoji-nano')`,
 `hsvlt eval --ckpt emoji-nano` and `hsvlt predict --ckpt emoji-nano` then find it; tests/test_train.py
 re-scores every shipped checkpoint against the recorded mAP.
 """
-import argparse, hashlib, json, os
+import argparse, dataclasses, hashlib, json, os
 from pathlib import Path
-from hsvlt_lite.cli import build_parser, resolve, make_test, score
+from hsvlt_lite.recipes import Recipe, test_set, score
 from hsvlt_lite.train import save_weights, load_checkpoint, load_model, evaluate
 
 ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
@@ -19,29 +20,28 @@ ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
 
 def rescore(path):
     "Test mAP of checkpoint `path` on the bundled test set of its run."
-    ckpt = load_checkpoint(path)
-    args = resolve(build_parser().parse_args(['eval', '--ckpt', str(path)]), ckpt['meta'])
+    r = Recipe().resolved(load_checkpoint(path)['meta'])
     model, names = load_model(path)
-    return score(*evaluate(model, make_test(args), args.batch_size), names)['mAP']
+    return score(*evaluate(model, test_set(r), r.batch_size), names)['mAP']
+
+
+def command(meta):
+    "The `hsvlt train` command of a run, from the options stored in its checkpoint."
+    return Recipe(**{f.name: meta[f.name] for f in dataclasses.fields(Recipe) if f.name in meta}).command()
 
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('name', help="the name it ships under, e.g. 'emoji-nano'")
     p.add_argument('run', type=Path, help='model.pt written by hsvlt train')
-    p.add_argument('--command', help='the hsvlt train command of the run (default: --data and --seed of the run; checked against it)')
     a = p.parse_args()
     meta = load_checkpoint(a.run)['meta']
     dst = ASSETS / f'{a.name}.pt'
     save_weights(a.run, dst)
-    command = a.command or f"hsvlt train --data {meta['data']} --seed {meta['seed']}"
-    made = vars(resolve(build_parser().parse_args(command.split()[1:])))
-    if any(made.get(k) != v for k, v in meta.items() if k != 'out'):
-        raise SystemExit(f"{a.run} was not trained by {command!r}: give the command that made it with --command")
     index = ASSETS / 'checkpoints.json'
     entries = json.loads(index.read_text()) if index.exists() else {}
     entries[a.name] = dict(file=dst.name, sha256=hashlib.sha256(dst.read_bytes()).hexdigest(), data=meta['data'], mAP=rescore(dst),
-                           command=command)
+                           command=command(meta))
     tmp = index.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + '\n')
     os.replace(tmp, index)

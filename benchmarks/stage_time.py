@@ -6,14 +6,14 @@ interleaved runs, as a share of their sum.
     python benchmarks/stage_time.py [--preset nano] [--size 64] [--batch 32] [--repeats 15] [--depths 2 2 1 1] [--dims 32 64 96 128]
                                     [--against-dims 32 64 128 256 --against-depths 1 1 2 1]
 
-The model is the one `hsvlt train` builds for the bundled digits (conv stem and label LayerNorm for nano,
-MiniLM label vectors, channels-last); `--dims`/`--depths` override the preset's. The whole model's step is
+The model is the one `hsvlt train` builds for the bundled digits (its preset, MiniLM label vectors,
+channels-last); `--dims`/`--depths` override the preset's. The whole model's step is
 also timed in the contiguous layout, for the channels-last / contiguous ratio; with `--against-...` a whole
 training step (with AdamW) is timed against another model's in the same interleaved rounds.
 """
 import argparse, copy, torch
 from common import interleaved_medians
-from hsvlt_lite.cli import build_parser, resolve, make_model, label_vectors
+from hsvlt_lite.recipes import Recipe, build_model, label_vectors
 from hsvlt_lite.data import DIGIT_NAMES
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,11 +29,8 @@ args = p.parse_args()
 
 def cli_model(dims, depths):
     "What `hsvlt train --preset P [--dims ...] [--depths ...]` builds, channels-last."
-    argv = ['train', '--preset', args.preset]
-    for name, val in (('dims', dims), ('depths', depths)):
-        if val: argv += [f'--{name}', *map(str, val)]
-    cli = resolve(build_parser().parse_args(argv))
-    return make_model(cli, label_vectors(cli.embeddings, DIGIT_NAMES)).to(memory_format=torch.channels_last).train()
+    r = Recipe(preset=args.preset, dims=dims, depths=depths).resolved()
+    return build_model(r, label_vectors(r.embeddings, DIGIT_NAMES)).to(memory_format=torch.channels_last).train()
 
 model = cli_model(args.dims, args.depths)
 x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)

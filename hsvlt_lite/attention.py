@@ -10,7 +10,7 @@ import torch, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from einops import rearrange, reduce
 from .model import HSVLT
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from .data import IMAGENET_MEAN, IMAGENET_STD, denormalize
 
 # %% ../nbs/06_attention.ipynb #0a6f4d73
 def attention_maps(model: HSVLT, images):
@@ -22,14 +22,18 @@ def attention_maps(model: HSVLT, images):
 # %% ../nbs/06_attention.ipynb #471d8aa6
 def plot_attention(model: HSVLT, images, label_names, labels=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, path=None, max_rows=12):
     """Overlay each chosen label's attention at every stage on the image. `labels[i]`: label indices to show for
-    image `i` (default: its 2 highest-scoring). Saves a PNG to `path` if given; returns the figure."""
+    image `i` (default: its 2 highest-scoring). Saves a PNG to `path` if given; returns the figure. The model is
+    run in evaluation mode and handed back in the mode it came in."""
+    training = model.training
     model.eval()
-    maps = attention_maps(model, images)
-    if labels is None:
-        with torch.no_grad(): labels = model(images).topk(min(2, len(label_names)), dim=1).indices.tolist()
+    try:
+        maps = attention_maps(model, images)
+        if labels is None:
+            with torch.no_grad(): labels = model(images).topk(min(2, len(label_names)), dim=1).indices.tolist()
+    finally: model.train(training)
     rows = [(i, c) for i, cs in enumerate(labels) for c in cs][:max_rows]
     if not rows: raise ValueError('no labels to show: every image has an empty label list')
-    shown = (images.detach().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+    shown = denormalize(images.detach().cpu(), mean, std)
     shown = rearrange(shown, 'b c h w -> b h w c').numpy()
     fig, axes = plt.subplots(len(rows), 5, figsize=(10, 2.1 * len(rows)), squeeze=False)
     for r, (i, c) in enumerate(rows):

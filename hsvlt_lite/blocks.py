@@ -9,7 +9,7 @@ __all__ = ['Features', 'InteractionBlock', 'Stage']
 import torch, torch.nn as nn
 from typing import NamedTuple, Optional
 from torchvision.ops import StochasticDepth
-from .layers import PatchDown, ConvNeXtBlock
+from .layers import ConvNeXtBlock
 from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/02_blocks.ipynb #b2aba6cf

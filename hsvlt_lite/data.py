@@ -6,7 +6,7 @@
 __all__ = ['DIGIT_NAMES', 'AUGMENT', 'IMAGENET_MEAN', 'IMAGENET_STD', 'normalize', 'CHUNK', 'STREAMS', 'SCALES', 'VOC_CLASSES',
            'COCO_CLASSES', 'NUS_WIDE_CLASSES', 'VOC_INDEX', 'GlyphPool', 'digit_pool', 'hsv_to_rgb', 'Layout',
            'uniform', 'place_boxes', 'render_sprites', 'glyph_jitter', 'background', 'compose_canvases', 'label_sizes',
-           'train_transform', 'eval_transform', 'seeded', 'one_thread', 'DigitCanvases', 'FreshCanvases',
+           'denormalize', 'train_transform', 'eval_transform', 'seeded', 'one_thread', 'DigitCanvases', 'FreshCanvases',
            'split_by_scale', 'CanvasSet', 'MultiScaleDigits', 'show_batch', 'load_image', 'LabelledImages',
            'read_label_names', 'ListFileDataset', 'NUSWIDE', 'voc_target', 'VOC2007', 'COCO2014']
 
@@ -138,6 +138,10 @@ def label_sizes(layout, k=10):
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
+def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    "Undo `normalize` on float images `(..., 3, h, w)`: values in [0, 1], for drawing."
+    return (images * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+
 def train_transform(size=224):
     "uint8 image → random resized crop (≥ half the area) and flip at `size`², normalised."
     return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0)), v2.RandomHorizontalFlip(), normalize])
@@ -250,9 +254,7 @@ class MultiScaleDigits(CanvasSet):
 # %% ../nbs/10_data.ipynb #06dc3ae9
 def show_batch(images, targets, label_names, ncols=8, inches=1.7):
     "A grid of images (uint8, or normalised floats) titled with their present labels (ignored ones with '?')."
-    if images.dtype != torch.uint8:
-        mean, std = (torch.tensor(v)[:, None, None] for v in (IMAGENET_MEAN, IMAGENET_STD))
-        images = ((images * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    if images.dtype != torch.uint8: images = (denormalize(images) * 255).round().to(torch.uint8)
     nrows = math.ceil(len(images) / ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * inches, nrows * inches * 1.15), squeeze=False)
     for ax in axs.flat: ax.axis('off')

@@ -6,7 +6,7 @@
 __all__ = ['fold_wins', 'IVLA', 'LabelGate', 'VisualFeedback']
 
 # %% ../nbs/01_ivla.ipynb #3b5e3e61
-import math, torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn as nn, torch.nn.functional as F
 from einops import rearrange, einsum
 
 # %% ../nbs/01_ivla.ipynb #40396bca

@@ -16,7 +16,7 @@ from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/04_model.ipynb #08163406
 PRESETS = {
-    'nano':  dict(dims=(32, 64, 96, 128), depths=(2, 2, 1, 1), layer_scale_init=1.0),
+    'nano':  dict(dims=(32, 64, 96, 128), depths=(2, 2, 1, 1), layer_scale_init=1.0, stem='conv', label_norm=True),
     'tiny':  dict(dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)),
     'small': dict(dims=(96, 192, 384, 768), depths=(3, 3, 27, 3)),
     'base':  dict(dims=(128, 256, 512, 1024), depths=(3, 3, 27, 3)),

@@ -287,7 +287,8 @@ def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, l
     seed_everything(cfg.seed + rank)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     loader = make_loader(train, cfg, rank, world)
-    steps = cfg.steps_per_epoch or len(loader)
+    try: steps = cfg.steps_per_epoch or len(loader)
+    except TypeError: raise ValueError(f"the training data ({type(train).__name__}) has no length: give steps_per_epoch") from None
     opt, sched, loss_fn = make_optimizer(model, cfg), Schedule(cfg, cfg.epochs * steps), make_loss(cfg.loss)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == 'fp16')
     ema = make_ema(model, cfg.ema) if cfg.ema else None

@@ -23,3 +23,13 @@ def test_late_model_has_maps_only_where_it_fuses(tmp_path):
     path = tmp_path / 'att.png'
     plot_attention(model, torch.randn(1, 3, 64, 64), ['a', 'b', 'c'], labels=[[1]], path=path)
     assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_plot_attention_hands_the_model_back_in_its_mode():
+    "plot_attention runs the model in evaluation mode and gives it back in the mode it came in (it used to leave it in eval mode)."
+    model = HSVLT(HSVLTConfig.preset('nano', dropout=0.5), torch.randn(3, 768))
+    x = torch.randn(1, 3, 64, 64)
+    for training in (True, False):
+        model.train(training)
+        plot_attention(model, x, ['a', 'b', 'c'], labels=[[0]])
+        assert model.training is training and all(m.training is training for m in model.modules())

@@ -124,16 +124,17 @@ def test_eval_refuses_a_checkpoint_from_another_label_set(run, tmp_path, capsys)
 
 
 def test_channels_last_is_the_digits_default_and_can_be_turned_off():
-    from hsvlt_lite.cli import build_parser, resolve
-    def layout(*argv): return resolve(build_parser().parse_args(['train', *argv])).channels_last
+    from hsvlt_lite.cli import build_parser, recipe_of
+    def layout(*argv): return recipe_of(build_parser().parse_args(['train', *argv])).resolved().channels_last
     assert layout() is True and layout('--no-channels-last') is False
     assert layout('--data', 'voc2007') is False and layout('--data', 'voc2007', '--channels-last') is True
 
 
 def test_dims_and_depths_replace_the_presets():
-    from hsvlt_lite.cli import build_parser, resolve, make_model
-    args = resolve(build_parser().parse_args(['train', '--dims', '8', '16', '24', '32', '--depths', '1', '2', '1', '3']))
-    model = make_model(args, torch.randn(10, 384))
+    from hsvlt_lite.cli import build_parser, recipe_of
+    from hsvlt_lite.recipes import build_model
+    r = recipe_of(build_parser().parse_args(['train', '--dims', '8', '16', '24', '32', '--depths', '1', '2', '1', '3'])).resolved()
+    model = build_model(r, torch.randn(10, 384))
     assert [len(s.blocks) for s in model.stages] == [1, 2, 1, 3]
     assert [s.blocks[0].conv.dwconv.in_channels for s in model.stages] == [8, 16, 24, 32]
     assert model.cfg.stem == 'conv' and model.cfg.label_norm and model.cfg.layer_scale_init == 1.0   # the rest is still nano's
@@ -144,20 +145,18 @@ def test_console_script_help_documents_every_option():
     out = subprocess.run([hsvlt, 'train', '--help'], capture_output=True, text=True, check=True).stdout
     for opt in ('--data', '--root', '--train-list', '--test-list', '--labels', '--preset', '--img-size', '--epochs', '--batch-size', '--lr',
                 '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed',
-                '--dims', '--depths'):
+                '--dims', '--depths', '--weight-decay', '--warmup', '--schedule', '--aggregation', '--interaction', '--visual-feedback'):
         assert opt in out
 
 
 def test_pretrained_torchvision_fills_the_visual_stream(monkeypatch):
     "--pretrained torchvision: the visual stream holds torchvision's ConvNeXt weights (a random stand-in here: no downloads)."
-    import argparse, torchvision
-    from hsvlt_lite import cli
+    import torchvision
+    from hsvlt_lite.recipes import Recipe, build_model
     stand_in = torchvision.models.convnext_tiny(weights=None)
     asked = []
     monkeypatch.setattr(torchvision.models, 'convnext_tiny', lambda weights: asked.append(weights) or stand_in)
-    args = argparse.Namespace(preset='tiny', stem='auto', label_norm='auto', pretrained='torchvision', dims=None, depths=None,
-                              aggregation='csa', interaction='ivla', visual_feedback=False)
-    model = cli.make_model(args, torch.randn(4, 384))
+    model = build_model(Recipe(preset='tiny', pretrained='torchvision'), torch.randn(4, 384))
     assert asked == ['DEFAULT'] and model.cfg.stem == 'patch' and not model.cfg.label_norm
     torch.testing.assert_close(model.stages[2].blocks[8].conv.fc2.weight, stand_in.features[5][8].block[5].weight)
     torch.testing.assert_close(model.stages[0].down.proj.weight, stand_in.features[0][0].weight.permute(0, 2, 3, 1).reshape(96, 48))

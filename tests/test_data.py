@@ -1,6 +1,5 @@
 "Multi-scale digits against scikit-learn's digits, colorsys and torch's interpolate; readers on fixture trees written in the real formats."
 import colorsys, json, math, random, pytest, numpy as np, torch, torch.nn.functional as F
-from pathlib import Path
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch.testing import assert_close

@@ -1,5 +1,5 @@
 "Layers against torch's own ops and torchvision's ConvNeXt block."
-import pytest, torch, torch.nn as nn, torch.nn.functional as F
+import pytest, torch, torch.nn as nn
 from torch.testing import assert_close
 from torchvision.models.convnext import CNBlock, LayerNorm2d as TVLayerNorm2d
 from hsvlt_lite.layers import LayerNorm2d, PatchDown, ConvNeXtBlock, conv_to_linear

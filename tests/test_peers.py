@@ -5,7 +5,8 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 from peers import MLDecoder, PooledConvNeXt, Query2Label, visual_stages, NANO
-from ablations import equal_time_steps, cli_args, build, head_bias, MODELS
+from ablations import equal_time_steps, recipe, build
+from hsvlt_lite.recipes import head_bias
 
 
 def test_ml_decoder_is_cross_attention_mlp_and_group_linear_by_hand():
@@ -50,15 +51,15 @@ def test_equal_time_steps_are_the_hsvlt_budget_over_each_step_time():
                                                ('topdown', 'aggregation', 'topdown'), ('feedback', 'visual_feedback', True)])
 def test_each_ablation_is_hsvlt_train_with_one_switch(model, field, value):
     from hsvlt_lite.data import VOC_CLASSES
-    argv, args = cli_args('emoji', model, seed=2)
-    net = build(model, args, VOC_CLASSES)
-    full = build('hsvlt', cli_args('emoji')[1], VOC_CLASSES)
-    assert argv[:5] == ['train', '--data', 'emoji', '--seed', '2'] and getattr(net.cfg, field) == value
+    r = recipe('emoji', model, seed=2)
+    net = build(model, r.resolved(), VOC_CLASSES)
+    full = build('hsvlt', recipe('emoji').resolved(), VOC_CLASSES)
+    assert r.command().startswith('hsvlt train --data emoji') and r.command().endswith(' --seed 2') and getattr(net.cfg, field) == value
     assert {k: v for k, v in vars(net.cfg).items() if k != field} == {k: v for k, v in vars(full.cfg).items() if k != field}
     assert head_bias(net) is net.aggregate.head.bias
 
 
 def test_the_one_hot_ablation_gives_each_label_its_own_axis():
     from hsvlt_lite.data import VOC_CLASSES
-    net = build('onehot', cli_args('emoji', 'onehot')[1], VOC_CLASSES)
+    net = build('onehot', recipe('emoji', 'onehot').resolved(), VOC_CLASSES)
     assert torch.equal(net.label_embeddings, torch.eye(20))

@@ -10,7 +10,7 @@ from hsvlt_lite.metrics import mean_average_precision
 import hsvlt_lite.train as train_mod
 from hsvlt_lite.train import (TrainConfig, Schedule, make_optimizer, train_step, make_ema, evaluate, make_loader,
                               set_epoch, rng_state, save_checkpoint, load_checkpoint, load_model, fit, save_weights, shipped, ASSETS)
-from hsvlt_lite.cli import BUNDLED
+from hsvlt_lite.recipes import BUNDLED
 from sklearn.metrics import average_precision_score
 import ddp_fit
 
@@ -363,6 +363,9 @@ def test_bad_config_fails_in_one_line():
     one_line_error(lambda: TrainConfig(steps_per_epoch=0), 'steps_per_epoch=0')
     one_line_error(lambda: fit(tiny(), data(12), None, TrainConfig(batch_size=16)), 'batch_size=16 is more than the 12 training images')
     one_line_error(lambda: fit(tiny(), data(16), None, TrainConfig(schedule='plateau')), "schedule='plateau' needs a test set")
+    class Stream(IterableDataset):
+        def __iter__(self): yield from data(16)
+    one_line_error(lambda: fit(tiny(), Stream(), None, TrainConfig(batch_size=16, **QUIET)), r'\(Stream\) has no length: give steps_per_epoch')
     one_line_error(lambda: make_loader(data(16), TrainConfig(batch_size=15), 0, 2), 'batch_size=15 is not divisible by the 2 processes')
     if not torch.cuda.is_available(): one_line_error(lambda: fit(tiny(), data(16), None, TrainConfig(device='cuda')), "device='cuda' but")
 
