@@ -13,7 +13,8 @@ re-scores every shipped checkpoint against the recorded mAP.
 import argparse, dataclasses, hashlib, json, os
 from pathlib import Path
 from hsvlt_lite.recipes import Recipe, test_set, score
-from hsvlt_lite.train import save_weights, load_checkpoint, load_model, evaluate
+from hsvlt_lite.train import evaluate
+from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model
 
 ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
 

@@ -7,7 +7,8 @@ from hsvlt_lite.cli import main
 from hsvlt_lite.data import MultiScaleDigits, FreshCanvases, VOC_CLASSES, eval_transform
 from hsvlt_lite.emoji import EmojiScenes
 from hsvlt_lite.metrics import mean_average_precision
-from hsvlt_lite.train import load_model, evaluate
+from hsvlt_lite.train import evaluate
+from hsvlt_lite.checkpoints import load_model
 
 ARGS = ['--epochs', '2', '--steps-per-epoch', '6', '--batch-size', '32', '--test-size', '128']
 

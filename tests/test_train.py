@@ -8,8 +8,8 @@ from hsvlt_lite.model import HSVLT, HSVLTConfig
 from hsvlt_lite.losses import AsymmetricLoss
 from hsvlt_lite.metrics import mean_average_precision
 import hsvlt_lite.train as train_mod
-from hsvlt_lite.train import (TrainConfig, Schedule, make_optimizer, train_step, make_ema, evaluate, make_loader,
-                              set_epoch, rng_state, save_checkpoint, load_checkpoint, load_model, fit, save_weights, shipped, ASSETS)
+from hsvlt_lite.train import TrainConfig, Schedule, make_optimizer, train_step, make_ema, evaluate, make_loader, set_epoch, rng_state, fit
+from hsvlt_lite.checkpoints import save_checkpoint, load_checkpoint, load_model, save_weights, shipped, ASSETS
 from hsvlt_lite.recipes import BUNDLED
 from sklearn.metrics import average_precision_score
 import ddp_fit
