@@ -95,7 +95,7 @@ def test_convnext_mismatches_name_the_weight():
     with pytest.raises(ValueError, match=r"'stages\.2\.blocks\.3\.conv"):            # tiny has 9 blocks in stage 3, this model 3
         load_convnext(HSVLT(HSVLTConfig.preset('tiny', depths=(3, 3, 3, 3)), torch.randn(2, 768)), tv)
     with pytest.raises(ValueError, match=r"stages\.0\.down\.proj\.weight.*\(96, 48\)"):
-        load_convnext(HSVLT(HSVLTConfig.preset('nano'), torch.randn(2, 768)), tv)
+        load_convnext(HSVLT(HSVLTConfig.preset('nano', stem='patch'), torch.randn(2, 768)), tv)   # the 4x4 patch stem, 32 wide: a shape mismatch
     with pytest.raises(ValueError, match='does not fill'):
         load_convnext(HSVLT(HSVLTConfig.preset('small'), torch.randn(2, 768)), tv)
     with pytest.raises(ValueError, match='not a ConvNeXt state dict'):
