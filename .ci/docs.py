@@ -79,7 +79,7 @@ def pager(pages, titles, here):
 
 
 def link_names(body, pages):
-    "Notebook names written as code in the text (`14_emoji`) become links to their pages."
+    "Notebook names written as code in the text (`12_emoji`) become links to their pages."
     return re.sub(r'<code>(\d\d_\w+)</code>', lambda m: f'<a href="{m.group(1)}.html"><code>{m.group(1)}</code></a>' if m.group(1) in pages else m.group(0), body)
 
 

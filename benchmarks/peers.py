@@ -12,7 +12,8 @@
 """
 import torch, torch.nn as nn
 from einops import rearrange
-from hsvlt_lite.layers import ConvStem, PatchDown, ConvNeXtBlock
+from hsvlt_lite.layers import PatchDown, ConvNeXtBlock
+from hsvlt_lite.stem import ConvStem
 from hsvlt_lite.csa import ClasswiseLinear
 from hsvlt_lite.model import HSVLTConfig
 

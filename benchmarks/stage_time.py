@@ -14,7 +14,7 @@ training step (with AdamW) is timed against another model's in the same interlea
 import argparse, copy, torch
 from common import interleaved_medians
 from hsvlt_lite.recipes import Recipe, build_model, label_vectors
-from hsvlt_lite.data import DIGIT_NAMES
+from hsvlt_lite.scenes import DIGIT_NAMES
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument('--preset', default='nano')

@@ -16,7 +16,8 @@ from typing import Optional
 from torch.utils.data import DataLoader
 from .model import HSVLT, HSVLTConfig, PRESETS
 from .weights import load_convnext
-from .data import MultiScaleDigits, ListFileDataset, VOC2007, COCO2014, NUSWIDE, train_transform, eval_transform
+from .data import ListFileDataset, VOC2007, COCO2014, NUSWIDE, train_transform, eval_transform
+from .scenes import MultiScaleDigits
 from .emoji import EmojiScenes
 from .labels import embed_labels
 from .metrics import average_precisions, mean_average_precision, multilabel_scores
@@ -138,7 +139,7 @@ def train_set(r):
     return ListFileDataset(r.root, r.train_list, r.labels, t)
 
 def label_vectors(spec, names):
-    "Label vectors `(k, D)` for `names`: from an encoder name (`11_labels`), or a `.pt` file holding the tensor."
+    "Label vectors `(k, D)` for `names`: from an encoder name (`13_labels`), or a `.pt` file holding the tensor."
     if not spec.endswith('.pt'): return embed_labels(names, spec)
     if not Path(spec).is_file(): raise ValueError(f"--embeddings file {spec!r} does not exist")
     e = torch.load(spec, weights_only=True)

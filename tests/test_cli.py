@@ -4,7 +4,8 @@ from sklearn.metrics import average_precision_score
 from pathlib import Path
 from PIL import Image
 from hsvlt_lite.cli import main
-from hsvlt_lite.data import MultiScaleDigits, FreshCanvases, VOC_CLASSES, eval_transform
+from hsvlt_lite.data import VOC_CLASSES, eval_transform
+from hsvlt_lite.scenes import MultiScaleDigits, FreshCanvases
 from hsvlt_lite.emoji import EmojiScenes
 from hsvlt_lite.metrics import mean_average_precision
 from hsvlt_lite.train import evaluate

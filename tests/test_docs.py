@@ -29,7 +29,7 @@ def pictures(name):
 
 
 def has_math(name):
-    return any(c['cell_type'] == 'markdown' and re.search(r'\$[^$\n]+\$', ''.join(c['source'])) for c in notebook(name)['cells'])
+    return any(c['cell_type'] == 'markdown' and re.search(r'\$\$.+?\$\$|\$[^$\n]+\$', ''.join(c['source']), re.S) for c in notebook(name)['cells'])
 
 
 class Refs(HTMLParser):

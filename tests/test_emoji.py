@@ -2,11 +2,12 @@
 import hashlib, json, math, unicodedata, builtins, pytest, numpy as np, torch, torch.nn.functional as F
 from pathlib import Path
 from PIL import Image
-from hsvlt_lite.data import VOC_CLASSES, seeded
+from hsvlt_lite.data import VOC_CLASSES
+from hsvlt_lite.scenes import seeded
 from hsvlt_lite.emoji import (VARIANTS, ALSO, SCENES, WILD, EmojiCanvases, EmojiScenes, SceneLayout, art_file, emoji_art, lay_out_scenes,
                               draw_scenes, scene_background, scene_sizes)
 
-# The frozen test set of `hsvlt train --data emoji` (nbs/14_emoji.ipynb, "Frozen"): SHA-256 of its uint8 images (as AVX2 kernels
+# The frozen test set of `hsvlt train --data emoji` (nbs/12_emoji.ipynb, "Frozen"): SHA-256 of its uint8 images (as AVX2 kernels
 # draw them) and of its float32 sizes, and each image's pixel sum (tests/fixtures/README.md).
 FROZEN = ('1c6a5686bc5fc8bed7bcefff6455a76d65f13db972af017f2bdab3093674e534',
           '2a2c462f1c194cca024449045b66ef37fd9428626c96c6a48058fd771463dcb1')

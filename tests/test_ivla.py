@@ -1,28 +1,11 @@
-"IVLA against the equations written with plain matmuls; folded against plain in values and gradients."
-import math, pytest, torch, torch.nn.functional as F
+"IVLA against the equations written with plain matmuls (the reference in 02_ivla); folded against plain in values and gradients."
+import pytest, torch
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
-from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins
+from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins, ivla_by_hand, sharpen
 
 
-def by_hand(m, v, l):
-    p = v.flatten(2).transpose(1, 2)
-    d = l.shape[-1] // m.heads
-    q, key, val = l @ m.q.weight.T, p @ m.k.weight.T, p @ m.v.weight.T
-    attn, outs = [], []
-    for h in range(m.heads):
-        sl = slice(h * d, (h + 1) * d)
-        a = torch.softmax(q[..., sl] @ key[..., sl].transpose(1, 2) / math.sqrt(d), -1)
-        attn.append(a); outs.append(a @ val[..., sl])
-    a_hat = torch.cat(outs, -1) @ m.o.weight.T + m.o.bias
-    s = F.gelu((F.gelu(l @ m.s.weight.T + m.s.bias) * a_hat) @ m.mm.weight.T + m.mm.bias)
-    return s, torch.stack(attn, 1)
-
-
-def sharp_ivla(dim, heads, fold):
-    m = IVLA(dim, heads, fold=fold).eval()
-    with torch.no_grad(): m.q.weight.mul_(4)
-    return m
+def sharp_ivla(dim, heads, fold): return sharpen(IVLA(dim, heads, fold=fold).eval())
 
 
 @pytest.mark.parametrize('heads', [1, 2, 4])
@@ -30,7 +13,7 @@ def sharp_ivla(dim, heads, fold):
 def test_ivla_matches_equations(heads, fold):
     m = sharp_ivla(32, heads, fold)
     v, l = torch.randn(2, 32, 5, 6), torch.randn(2, 7, 32)
-    s_ref, a_ref = by_hand(m, v, l)
+    s_ref, a_ref = ivla_by_hand(m, v, l)
     assert a_ref.max() > 5 / 30                              # attention is far from uniform
     s, a = m(v, l, need_weights=True)
     assert_close(s, s_ref, rtol=1e-4, atol=1e-5); assert_close(a, a_ref, rtol=1e-4, atol=1e-6)

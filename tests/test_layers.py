@@ -50,7 +50,7 @@ def test_convnext_block_stochastic_depth_drops_whole_samples():
 
 def test_conv_stem_against_torch_modules():
     "The stem against torch's Conv2d/MaxPool2d/BatchNorm2d/GELU and torchvision's LayerNorm2d, in training and evaluation."
-    from hsvlt_lite.layers import ConvStem
+    from hsvlt_lite.stem import ConvStem
     stem = ConvStem(3, 16)
     for m in (stem.norm1, stem.norm2, stem.norm): nn.init.normal_(m.weight); nn.init.normal_(m.bias)
     ref = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(16), nn.GELU(),

@@ -11,6 +11,7 @@ import hsvlt_lite.train as train_mod
 from hsvlt_lite.train import TrainConfig, Schedule, make_optimizer, train_step, make_ema, evaluate, make_loader, set_epoch, rng_state, fit
 from hsvlt_lite.checkpoints import save_checkpoint, load_checkpoint, load_model, save_weights, shipped, ASSETS
 from hsvlt_lite.recipes import BUNDLED
+from hsvlt_lite.scenes import one_thread
 from sklearn.metrics import average_precision_score
 import ddp_fit
 
@@ -19,12 +20,9 @@ CPU = torch.device('cpu')
 
 
 @pytest.fixture(autouse=True, scope='module')
-def one_thread():
+def single_thread():
     "These models are tiny: one thread is as fast, and does not stall when other work holds the second core."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_thread(): yield
 
 
 def tiny(seed=0, k=4, **overrides):

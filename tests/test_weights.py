@@ -3,16 +3,9 @@ import hashlib, re, pytest, torch, torchvision
 from torch.testing import assert_close
 from conftest import ROOT, FIXTURE
 from hsvlt_lite.model import HSVLT, HSVLTConfig
-from hsvlt_lite.weights import from_reference, reference_to_hsvlt_lite, reference_config, load_convnext
+from hsvlt_lite.weights import from_reference, reference_to_hsvlt_lite, reference_config, load_convnext, discarded_gate
 
 KEYS = ('stage_visual', 'stage_linguistic', 'stage_multimodal', 'stage_attention')
-
-
-def discarded_gate(sd, l):
-    "The reference computes L_4 through the very last label gate, then discards it; we don't build it."
-    last = max(int(k.split('.')[2]) for k in sd if k.startswith('stages.3.'))
-    w1, w2 = sd[f'stages.3.{last}.res_gate.0.weight'], sd[f'stages.3.{last}.res_gate.2.weight']
-    return l + torch.tanh(torch.relu(l @ w1.T) @ w2.T) * l
 
 
 @pytest.mark.parametrize('fold', ['folded', 'plain', 'auto'])
