@@ -4,13 +4,15 @@
 
 # %% auto #0
 __all__ = ['SCALES', 'VOC_CLASSES', 'COCO_CLASSES', 'NUS_WIDE_CLASSES', 'VOC_INDEX', 'train_transform', 'eval_transform',
-           'split_by_scale', 'show_batch', 'load_image', 'LabelledImages', 'read_label_names', 'ListFileDataset',
-           'NUSWIDE', 'voc_target', 'VOC2007', 'COCO2014']
+           'split_by_scale', 'show_batch', 'read_text_file', 'text_lines', 'grey_8bit', 'to_rgb', 'load_image',
+           'check_image', 'check_image_files', 'LabelledImages', 'read_label_names', 'ListFileDataset', 'NUSWIDE',
+           'voc_target', 'VOC2007', 'COCO2014']
 
 # %% ../nbs/10_data.ipynb #95302c8b
-import json, math, xml.etree.ElementTree as ET
+import json, math, re, warnings, xml.etree.ElementTree as ET
 import numpy as np, torch
 import matplotlib.pyplot as plt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from einops import rearrange
 from PIL import Image
@@ -68,13 +70,97 @@ NUS_WIDE_CLASSES = ['airport', 'animal', 'beach', 'bear', 'birds', 'boats', 'boo
                     'tattoo', 'temple', 'tiger', 'tower', 'town', 'toy', 'train', 'tree', 'valley', 'vehicle', 'water',
                     'waterfall', 'wedding', 'whales', 'window', 'zebra']
 
-# %% ../nbs/10_data.ipynb #5dfbfa36
-def load_image(path, where):
-    "An image file as a uint8 RGB tensor (3 h w); `where` (the file and line that listed it) goes into the error."
-    try:
-        with Image.open(path) as im: return v2.functional.pil_to_tensor(im.convert('RGB'))
-    except OSError as e: raise ValueError(f"{where}: cannot read image {path}: {e}") from None
+# %% ../nbs/10_data.ipynb #155d4dd3
+_BOMS = ((b'\xef\xbb\xbf', 'UTF-8'), (b'\xff\xfe', 'UTF-16-LE'), (b'\xfe\xff', 'UTF-16-BE'))
+_LINE_END = re.compile('\r\n|\r|\n')
 
+def _line_column(path, before):
+    "`path:line` and the column just after `before`, the text from the start of the file."
+    lines = _LINE_END.split(before)
+    return f"{path}:{len(lines)}", len(lines[-1]) + 1
+
+def read_text_file(path):
+    "A text file as a str: UTF-8 (a BOM allowed) or UTF-16 with a BOM; anything else is a one-line ValueError naming the file and line."
+    path = Path(path)
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError: raise ValueError(f"{path}: is a folder, not a text file") from None
+    except OSError as e: raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
+    bom, encoding = next(((b, enc) for b, enc in _BOMS if data.startswith(b)), (b'', 'UTF-8'))
+    body = data[len(bom):]
+    try: text = body.decode(encoding)
+    except UnicodeDecodeError as e:
+        here, column = _line_column(path, body[:e.start].decode(encoding))
+        raise ValueError(f"{here}: not {encoding[:6]} text (byte 0x{body[e.start]:02x} at column {column}); save it as UTF-8") from None
+    if '\0' in text:
+        here, column = _line_column(path, text[:text.index('\0')])
+        raise ValueError(f"{here}: NUL character at column {column} (UTF-16 without a byte-order mark?); save it as UTF-8")
+    return text
+
+def text_lines(path):
+    "The non-blank lines of a text file (`read_text_file`) with their numbers: [(number, line), ...]."
+    return [(ln, line) for ln, line in enumerate(_LINE_END.split(read_text_file(path)), 1) if line.strip()]
+
+# %% ../nbs/10_data.ipynb #88dc711b
+def grey_8bit(a, mode):
+    "The values of a 16-bit, 32-bit integer ('I') or float ('F') image as uint8: scaled, not clipped (rules above)."
+    a = np.asarray(a, np.float64)
+    if not np.isfinite(a).all(): raise ValueError("pixel values include NaN or infinity")
+    lo, hi = (a.min(), a.max()) if a.size else (0., 0.)
+    if mode == 'F' and lo >= 0 and hi <= 1: a = a * 255
+    elif mode == 'F' and lo >= 0 and hi <= 255: pass
+    elif mode != 'F' and lo >= 0 and hi <= 65535: a = a / 257
+    else: a = (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.rint(a).astype(np.uint8)
+
+def to_rgb(im):
+    "A PIL image of any mode as 8-bit RGB: 16-bit, 32-bit and float values scaled (`grey_8bit`), transparency composited onto white."
+    if im.mode in ('I', 'F') or im.mode.startswith('I;16'): return Image.fromarray(grey_8bit(np.asarray(im), im.mode)).convert('RGB')
+    if im.has_transparency_data:
+        rgba = np.asarray(im.convert('RGBA'), dtype=np.uint32)
+        alpha = rgba[..., 3:]
+        return Image.fromarray(((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8))
+    return im.convert('RGB')
+
+# %% ../nbs/10_data.ipynb #5dfbfa36
+def _read_image(path, where, small=False):
+    "`load_image` as a PIL image; `small`: JPEGs decoded at 1/8 scale, enough to know the file is whole."
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as im:
+            pixels = im.width * im.height
+            if not limit or pixels <= limit:
+                if small: im.draft(None, (1, 1))
+                im.load()
+                return to_rgb(im)
+    except Image.DecompressionBombError as e:
+        m = re.search(r'\((\d+) pixels\)', str(e)); pixels = int(m[1]) if m else 0
+    except Exception as e:
+        why = ' '.join(str(e).split()) if isinstance(e, OSError) else f"{type(e).__name__}: {' '.join(str(e).split())}"
+        raise ValueError(f"{where}: cannot read image {path}: {why}") from None
+    raise ValueError(f"{where}: image {path} has {pixels:,} pixels, more than PIL's limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)")
+
+def load_image(path, where):
+    "An image file of any mode as a uint8 RGB tensor (3 h w) (`to_rgb`); any failure is a one-line ValueError naming `where` (the file and line that listed it)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)     # refused below with a one-line error
+        return v2.functional.pil_to_tensor(_read_image(path, where))
+
+# %% ../nbs/10_data.ipynb #b09ebb81
+def check_image(path, where):
+    "Decode `path` far enough to know `load_image` will read it (JPEGs at 1/8 scale); a one-line ValueError if not."
+    _read_image(path, where, small=True)
+
+def check_image_files(paths, where, workers=8, batch=64):
+    "`check_image` on every file, `batch` files a task, in `workers` threads; the first bad file in list order raises its ValueError."
+    paths, where = list(paths), list(where)
+    def check_batch(i):
+        for path, w in zip(paths[i:i + batch], where[i:i + batch]): check_image(path, w)
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        for _ in pool.map(check_batch, range(0, len(paths), batch)): pass    # in order: the first error raised is the first bad file
+
+# %% ../nbs/10_data.ipynb #46b816a5
 class LabelledImages(Dataset):
     "Image files with targets (1 present, 0 absent, -1 ignored); `where[i]` names the file and line that listed image i."
     def __init__(self, paths, targets, where, label_names, transform=None):
@@ -87,14 +173,18 @@ class LabelledImages(Dataset):
     def __len__(self): return len(self.paths)
     def __getitem__(self, i): return self.transform(load_image(self.paths[i], self.where[i])), self.targets[i]
 
+    def check_images(self, workers=8):
+        "Decode every image once (`check_image_files`) before training: the first bad one is a one-line ValueError naming it and its list line."
+        check_image_files(self.paths, self.where, workers)
+
 # %% ../nbs/10_data.ipynb #b0affaef
 def read_label_names(path):
-    "Label names from a file, one per line (blank lines skipped)."
+    "Label names from a text file, one per line (blank lines skipped)."
     names = {}
-    for ln, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for ln, line in text_lines(path):
         name = line.strip()
         if name in names: raise ValueError(f"{path}:{ln}: label name {name!r} repeats line {names[name]}")
-        if name: names[name] = ln
+        names[name] = ln
     if not names: raise ValueError(f"{path}: no label names")
     return list(names)
 
@@ -105,15 +195,14 @@ class ListFileDataset(LabelledImages):
         if len(set(names)) < len(names): raise ValueError(f"label_names has repeated names: {sorted({n for n in names if names.count(n) > 1})}")
         column = {n: j for j, n in enumerate(names)}
         paths, targets, where = [], [], []
-        for ln, line in enumerate(Path(list_file).read_text().splitlines(), 1):
-            if not line.strip(): continue
+        for ln, line in text_lines(list_file):
             here = f"{list_file}:{ln}"
             path, tab, labels = line.partition('\t')
             if not tab or not path.strip() or '\t' in labels: raise ValueError(f"{here}: expected 'path<TAB>label,label,...', got {line!r}")
             target = np.zeros(len(names), np.float32)
             for label in filter(None, (s.strip() for s in labels.split(','))):
                 if label not in column: raise ValueError(f"{here}: unknown label {label!r}")
-                target[column[label]] = 1
+                target[column[label]] = 1                                   # a label given twice counts once
             paths.append(Path(root) / path.strip()); targets.append(target); where.append(here)
         if not paths: raise ValueError(f"{list_file}: no images listed")
         super().__init__(paths, targets, where, names, transform)
@@ -129,6 +218,7 @@ def voc_target(xml):
     "The target (20,) of one VOC annotation file: 1 present, -1 only on difficult objects, 0 absent."
     try: objects = ET.parse(xml).getroot().findall('object')
     except ET.ParseError as e: raise ValueError(f"{xml}: malformed XML ({e})") from None
+    except OSError as e: raise ValueError(f"{xml}: cannot read it ({e.strerror or e})") from None
     target, difficult = np.zeros(len(VOC_CLASSES), np.float32), set()
     for obj in objects:
         name = (obj.findtext('name') or '').strip()
@@ -149,8 +239,8 @@ class VOC2007(LabelledImages):
         if (root / 'VOCdevkit' / 'VOC2007').is_dir(): root = root / 'VOCdevkit' / 'VOC2007'
         ids = root / 'ImageSets' / 'Main' / f'{split}.txt'
         paths, targets, where = [], [], []
-        for ln, line in enumerate(ids.read_text().splitlines(), 1):
-            if not (name := line.strip()): continue
+        for ln, line in text_lines(ids):
+            name = line.strip()
             xml = root / 'Annotations' / f'{name}.xml'
             if not xml.is_file(): raise FileNotFoundError(f"{ids}:{ln}: annotation not found: {xml}")
             paths.append(root / 'JPEGImages' / f'{name}.jpg'); targets.append(voc_target(xml)); where.append(f"{ids}:{ln}")
@@ -164,7 +254,7 @@ class COCO2014(LabelledImages):
         if split not in ('train', 'val'): raise ValueError(f"split={split!r}: expected 'train' or 'val'")
         root = Path(root)
         ann = root / 'annotations' / f'instances_{split}2014.json'
-        try: coco = json.loads(ann.read_text())
+        try: coco = json.loads(read_text_file(ann))
         except json.JSONDecodeError as e: raise ValueError(f"{ann}:{e.lineno}: not valid JSON ({e.msg})") from None
         try:
             categories = sorted(coco['categories'], key=lambda c: c['id'])

@@ -80,10 +80,12 @@ def check_embeddings(e, cfg):
     if not e.is_floating_point(): raise ValueError(f"label_embeddings must be floating point, got {e.dtype}")
 
 def check_images(x):
-    "Images must be `(b, 3, H, W)` with H and W divisible by 32."
+    "Images must be a non-empty floating-point `(b, 3, H, W)` tensor, H and W positive multiples of 32."
     if not isinstance(x, torch.Tensor) or x.ndim != 4: raise ValueError(f"images must be a (b, 3, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
     if x.shape[1] != 3: raise ValueError(f"images must have 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-    if x.shape[2] % 32 or x.shape[3] % 32: raise ValueError(f"image height and width must be divisible by 32, got {x.shape[2]}×{x.shape[3]}")
+    if x.shape[0] == 0: raise ValueError(f"images: got an empty batch (shape {tuple(x.shape)})")
+    if x.shape[2] % 32 or x.shape[3] % 32 or 0 in x.shape[2:]: raise ValueError(f"image height and width must be positive multiples of 32, got {x.shape[2]}×{x.shape[3]}")
+    if not x.is_floating_point(): raise ValueError(f"images must be floating point (normalised, see `normalize`), got {x.dtype}")
 
 # %% ../nbs/05_model.ipynb #c1206893
 def _stage(cfg, i, rates, last_stage, fused):
@@ -131,6 +133,7 @@ class HSVLT(nn.Module):
     def forward_features(self, images, need_weights=True):
         "Per stage `Features(V, L, S, A)`: V `b c h w`, L and S `b k c`, A `b m k n` (None unless `need_weights`)."
         check_images(images)
+        images = images.to(self.label_embeddings.dtype)              # e.g. float64 images into a float32 model
         e = repeat(self.label_embeddings, 'k e -> b k e', b=images.shape[0])
         feats, v, l = [], images, e
         for stage in self.stages:

@@ -16,13 +16,13 @@ from typing import Optional
 from torch.utils.data import DataLoader
 from .model import HSVLT, HSVLTConfig, PRESETS
 from .weights import load_convnext
-from .data import ListFileDataset, VOC2007, COCO2014, NUSWIDE, train_transform, eval_transform
+from .data import LabelledImages, ListFileDataset, VOC2007, COCO2014, NUSWIDE, train_transform, eval_transform
 from .scenes import MultiScaleDigits
 from .emoji import EmojiScenes
 from .labels import embed_labels
 from .metrics import average_precisions, mean_average_precision, multilabel_scores
-from .train import TrainConfig, fit, evaluate, seed_everything
-from .checkpoints import load_model
+from .train import TrainConfig, fit, evaluate, seed_everything, check_device
+from .checkpoints import load_model, load_checkpoint, prepare_run_dir, atomic_write
 from .attention import plot_attention
 
 # %% ../nbs/22_recipes.ipynb #3690276d
@@ -141,10 +141,13 @@ def train_set(r):
 def label_vectors(spec, names):
     "Label vectors `(k, D)` for `names`: from an encoder name (`13_labels`), or a `.pt` file holding the tensor."
     if not spec.endswith('.pt'): return embed_labels(names, spec)
-    if not Path(spec).is_file(): raise ValueError(f"--embeddings file {spec!r} does not exist")
-    e = torch.load(spec, weights_only=True)
+    if not Path(spec).exists(): raise ValueError(f"--embeddings file {spec!r} does not exist")
+    if not Path(spec).is_file(): raise ValueError(f"--embeddings {spec!r} is not a file")
+    try: e = torch.load(spec, weights_only=True)
+    except Exception as err: raise ValueError(f"--embeddings {spec!r} is not a readable tensor file ({type(err).__name__})") from None
     if not isinstance(e, torch.Tensor) or e.ndim != 2 or len(e) != len(names):
         raise ValueError(f"--embeddings {spec!r} must hold a ({len(names)}, D) tensor, one row per label, got {getattr(e, 'shape', type(e).__name__)}")
+    if not e.is_floating_point() or not torch.isfinite(e).all(): raise ValueError(f"--embeddings {spec!r} must hold finite floating-point numbers")
     return e.float()
 
 def torchvision_convnext(preset):
@@ -207,28 +210,31 @@ def score(scores, targets, names):
 
 def write_json(path, obj):
     "Write JSON atomically (temporary file, then rename)."
-    tmp = Path(path).with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
 
 def recipe_meta(r):
     "Recipe `r` as plain values, kept in the checkpoint."
     return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(r).items()}
 
-def run_recipe(recipe, out=None, resume=None, build=None, progress=True):
-    "Train and score what `recipe` asks for, or the model `build(label_names)` returns; with `out`, keep the run there. Returns the metrics (`None` on processes other than rank 0)."
+def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwrite=False):
+    "Train and score what `recipe` asks for, or the model `build(label_names)` returns; with `out`, keep the run there (a folder holding a run needs `resume` or `overwrite`). Returns the metrics (`None` on processes other than rank 0)."
     t_start = time.perf_counter()
     r = recipe.resolved()
     if out is None and (resume is not None or r.ema): raise ValueError("resume and ema need a run folder (out)")
+    check_device(r.device)                             # everything that can be checked before the work is
+    if out is not None and int(os.environ.get('RANK', 0)) == 0: prepare_run_dir(out, resume, overwrite)
+    if resume is not None: load_checkpoint(resume)                # a readable checkpoint of this library
     test = test_set(r)
     names = list(test.label_names)
     train = train_set(r)
+    for images in (train, test):                       # every listed image opens, before the first step
+        if isinstance(images, LabelledImages): images.check_images()
     seed_everything(r.seed)                            # the initial weights too are fixed by the seed
     model = build(names) if build else build_model(r, label_vectors(r.embeddings, names))
     if out is not None and not isinstance(model, HSVLT): raise ValueError(f"a run folder keeps HSVLT models only, not {type(model).__name__}")
     if resume is None: set_prior(head_bias(model), prior_targets(r, train))
     cfg = train_config(r, train, progress=progress)
-    history = fit(model, train, test, cfg, out_dir=out, resume=resume, label_names=names, meta=dict(recipe_meta(r), out=out and str(out), resume=resume and str(resume)))
+    history = fit(model, train, test, cfg, out_dir=out, resume=resume, overwrite=overwrite, label_names=names, meta=dict(recipe_meta(r), out=out and str(out), resume=resume and str(resume)))
     if int(os.environ.get('RANK', 0)) != 0: return None
     t_train = time.perf_counter() - t_start
     kept = {'model': model} if out is None else {w: load_model(Path(out) / 'model.pt', w)[0] for w in ['model'] + (['ema'] if r.ema else [])}

@@ -98,23 +98,6 @@ def test_eval_and_predict_take_a_shipped_name(tmp_path, capsys):
     assert (tmp_path / 'att.png').read_bytes()[:4] == b'\x89PNG'
 
 
-@pytest.mark.parametrize('argv,message', [
-    (['train', '--preset', 'huge'], "invalid choice: 'huge'"),
-    (['train', '--img-size', '100'], 'image size 100'),
-    (['train', '--data', 'list', '--root', '.'], '--data list needs --test-list'),
-    (['eval', '--ckpt', 'missing.pt'], "'missing.pt' does not exist"),
-    (['train', '--pretrained', 'torchvision'], "needs preset tiny, small or base, not 'nano'"),
-    (['train', '--embeddings', 'nothere.pt'], "'nothere.pt' does not exist"),
-    (['train', '--depths', '2', '2', '0', '1'], 'depths=(2, 2, 0, 1): expected 4 positive integers'),
-    (['train', '--dims', '32', '64', '96'], 'argument --dims: expected 4 arguments'),
-])
-def test_bad_arguments_end_with_one_line(argv, message, capsys):
-    try: code = main(argv)
-    except SystemExit as e: code = e.code
-    err = capsys.readouterr().err
-    assert code == 2 and err.count('\n') == 1 and err.startswith('hsvlt: error:') and message in err
-
-
 def test_eval_refuses_a_checkpoint_from_another_label_set(run, tmp_path, capsys):
     img = MultiScaleDigits('test', n=1, size=64, seed=7).images[0]
     Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / 'x.png')

@@ -1,5 +1,6 @@
 "The model: config, switches, no dead parameters, initial scale, errors."
 import itertools, pytest, torch
+from hypothesis import given, settings, strategies
 from torch.testing import assert_close
 from hsvlt_lite.model import HSVLT, HSVLTConfig, PRESETS
 from hsvlt_lite.ivla import VisualFeedback, IVLA, LabelGate
@@ -141,3 +142,25 @@ def test_bad_input_errors_name_the_value():
     one_line_error(lambda: HSVLTConfig.preset('nano', interaction='early'), "'early'")
     one_line_error(lambda: HSVLTConfig.preset('nano', dims=(32, 64, 128)), r'dims=\(32, 64, 128\)')
     one_line_error(lambda: HSVLTConfig.preset('nano', num_heads=5), 'num_heads=5')
+
+
+@pytest.fixture(scope='module')
+def small_nano():
+    torch.manual_seed(0)
+    return HSVLT(HSVLTConfig.preset('nano', dims=(8, 16, 24, 32)), unit_vectors(3)).eval()
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(shape=strategies.lists(strategies.integers(0, 70), min_size=0, max_size=5), dtype=strategies.sampled_from([torch.float32, torch.float64, torch.uint8, torch.int64, torch.bool]))
+def test_any_tensor_is_logits_or_one_line(small_nano, shape, dtype):
+    "The model's input check, against the rule written out here: a float (b, 3, H, W) tensor with H, W multiples of 32 and b >= 1 gives finite logits; anything else one line."
+    x = torch.zeros(shape, dtype=dtype)
+    ok = len(shape) == 4 and shape[0] > 0 and shape[1] == 3 and shape[2] > 0 and shape[3] > 0 and shape[2] % 32 == 0 and shape[3] % 32 == 0 and dtype.is_floating_point
+    if ok:
+        with torch.no_grad(): logits = small_nano(x)
+        assert logits.shape == (shape[0], 3) and torch.isfinite(logits).all()
+        return
+    try:
+        with torch.no_grad(): small_nano(x)
+    except ValueError as e: assert '\n' not in str(e) and str(e).startswith('image')
+    else: raise AssertionError(f'{tuple(shape)} {dtype} accepted')
