@@ -9,13 +9,13 @@ __all__ = ['DTYPES', 'check_device', 'TrainConfig', 'param_groups', 'make_optimi
            'gather_objects', 'diverged_message', 'data_rng', 'resume_from']
 
 # %% ../nbs/20_train.ipynb #dfb6eb08
-import dataclasses, itertools, math, os, random, time
+import dataclasses, itertools, math, os, random, sys, time
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-from fastprogress.fastprogress import master_bar, progress_bar
+from fastprogress.fastprogress import master_bar, progress_bar, IN_NOTEBOOK
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
@@ -236,18 +236,20 @@ def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, l
     net = torch.compile(model) if cfg.compile else model
     if world > 1: net = DDP(net, device_ids=[device.index] if device.type == 'cuda' else None)
     show, epochs = rank == 0 and cfg.progress, range(len(history), cfg.epochs)
-    mb = master_bar(epochs) if show else None
+    bars = show and (IN_NOTEBOOK or sys.stdout.isatty())  # a log file gets plain lines, not carriage-return bars
+    mb = master_bar(epochs) if bars else None
     for epoch in (mb or epochs):
         set_epoch(loader, epoch)
         net.train()
         losses, t0 = [], time.perf_counter()
         batches = itertools.islice(loader, steps)
-        for i, batch in enumerate(progress_bar(batches, total=steps, parent=mb) if show else batches):
+        for i, batch in enumerate(progress_bar(batches, total=steps, parent=mb) if bars else batches):
             for group in opt.param_groups: group['lr'] = sched(epoch * steps + i)
             try: losses.append(train_step(net, batch, opt, loss_fn, scaler, cfg, device))
             except Diverged as e: raise Diverged(diverged_message(e, epoch * steps + i + 1, opt, out_dir)) from None
             if ema: ema.update_parameters(model)
-            if show and i % cfg.log_every == 0: mb.child.comment = f'loss {losses[-1].item():.4f}'
+            if bars and i % cfg.log_every == 0: mb.child.comment = f'loss {losses[-1].item():.4f}'
+            elif show and not bars and (i + 1) % max(1, steps // 4) == 0: print(f'epoch {epoch + 1}/{cfg.epochs}  step {i + 1}/{steps}  loss {losses[-1].item():.4f}', flush=True)
         seconds = time.perf_counter() - t0
         losses = mean_over_processes(torch.stack(losses), world).tolist()
         record = dict(epoch=epoch + 1, step=(epoch + 1) * steps, lr=opt.param_groups[0]['lr'], train_loss=sum(losses) / len(losses),
@@ -258,7 +260,7 @@ def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, l
                            for key, m in evals.items()})
             sched.epoch_end(record['mAP'])
         history.append(record)
-        if show: mb.write('  '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in record.items() if k != 'losses'))
+        if show: (mb.write if bars else print)('  '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in record.items() if k != 'losses'))
         if out_dir is not None:
             rngs = gather_objects(rng_state(), world)
             if rank == 0:

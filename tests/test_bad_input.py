@@ -160,3 +160,18 @@ def test_an_error_from_a_dataloader_worker_keeps_the_file_and_line(files):
     assert str(e.value).startswith('Caught ValueError in DataLoader worker')
     line = one_line(e.value)
     assert line.startswith(f"{files / 'badimage.txt'}:2: ") and 'corrupt.png' in line and '\n' not in line
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+    from hsvlt_lite import checkpoints
+    out = tmp_path / 'run'
+    assert main(['train', *SHORT, '--out', str(out)]) == 0
+    good = (out / 'model.pt').read_bytes()
+    def full(obj, f): f.write(b'some bytes'); raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(checkpoints.torch, 'save', full)
+    capsys.readouterr()
+    assert main(['train', *SHORT, '--epochs', '2', '--resume', str(out / 'model.pt')]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hsvlt: error: cannot write {str(out / 'model.pt')!r}: No space left on device\n"
+    assert (out / 'model.pt').read_bytes() == good and not list(out.glob('.*.tmp'))

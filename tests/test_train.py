@@ -442,3 +442,15 @@ def test_compile_compiles_the_training_model(monkeypatch):
     losses = fit(model, ds, None, dataclasses.replace(cfg, compile=True))[0]['losses']
     assert compiled == [model]
     assert_close(losses, fit(tiny(), ds, None, cfg)[0]['losses'], rtol=1e-5, atol=1e-6)
+
+
+def test_output_to_a_file_is_plain_lines(capsys):
+    "Captured stdout is not a terminal: a line per quarter epoch and per epoch, no carriage-return bars."
+    cfg = TrainConfig(epochs=2, batch_size=8, steps_per_epoch=8, progress=True)
+    fit(tiny(), data(64), data(16, seed=1), cfg)
+    out = capsys.readouterr().out
+    assert '\r' not in out
+    lines = out.splitlines()
+    assert [l.split('  ')[:2] for l in lines if l.startswith('epoch ') and 'step ' in l.split('  ')[1]][:5] == \
+        [['epoch 1/2', f'step {s}/8'] for s in (2, 4, 6, 8)] + [['epoch 1', 'step 8']]
+    assert len(lines) == 10 and lines[-1].startswith('epoch 2  step 16') and 'mAP ' in lines[-1]
