@@ -18,7 +18,7 @@ py_versions = '3.9 3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 extras = {'dev': dev_requirements}
-for extra in ('text',):
+for extra in ('text', 'export'):
     if cfg.get(f'{extra}_requirements'): extras[extra] = shlex.split(cfg[f'{extra}_requirements'])
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']

@@ -3,18 +3,20 @@
     hsvlt train --data emoji --seed 0 --out runs/emoji-nano
     python benchmarks/ship_weights.py emoji-nano runs/emoji-nano/model.pt
 
-writes hsvlt_lite/assets/emoji-nano.pt (the model, its configs, label names and vectors; no optimiser, EMA or
-generator state) and its entry in hsvlt_lite/assets/checkpoints.json: file, SHA-256, data, the test mAP the
+writes hsvlt_lite/assets/emoji-nano.pt (the model, its configs, label names and vectors, per-class thresholds; no
+optimiser, EMA or generator state) and its entry in hsvlt_lite/assets/checkpoints.json: file, SHA-256, data, the test mAP the
 slim file scores on its bundled test set, and the command that trained it (the `Recipe` stored in the checkpoint,
-written as a command line). `load_model('emoji-nano')`,
+written as a command line). A run saved before `hsvlt train` chose per-class thresholds gets them here, chosen
+the same way (`run_recipe`: best F1 per class on the validation canvases). `load_model('emoji-nano')`,
 `hsvlt eval --ckpt emoji-nano` and `hsvlt predict --ckpt emoji-nano` then find it; tests/test_train.py
 re-scores every shipped checkpoint against the recorded mAP.
 """
 import argparse, dataclasses, hashlib, json, os
 from pathlib import Path
-from hsvlt_lite.recipes import Recipe, test_set, score
+from hsvlt_lite.recipes import Recipe, test_set, score, validation_set
+from hsvlt_lite.metrics import best_f1_thresholds
 from hsvlt_lite.train import evaluate
-from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model
+from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model, set_thresholds, stored_thresholds
 
 ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
 
@@ -24,6 +26,16 @@ def rescore(path):
     r = Recipe().resolved(load_checkpoint(path)['meta'])
     model, names = load_model(path)
     return score(*evaluate(model, test_set(r), r.batch_size), names)['mAP']
+
+
+def add_thresholds(path):
+    "Per-class thresholds for checkpoint `path` if it has none: best F1 per class on its recipe's validation canvases, as `run_recipe` chooses them."
+    ckpt = load_checkpoint(path)
+    if stored_thresholds(ckpt)[0] is not None: return
+    r = Recipe().resolved(ckpt['meta'])
+    val, source = validation_set(r, test_set(r))
+    model, _ = load_model(path)
+    set_thresholds(path, {'model': best_f1_thresholds(*evaluate(model, val, r.batch_size)).tolist()}, source)
 
 
 def command(meta):
@@ -39,6 +51,7 @@ if __name__ == '__main__':
     meta = load_checkpoint(a.run)['meta']
     dst = ASSETS / f'{a.name}.pt'
     save_weights(a.run, dst)
+    add_thresholds(dst)
     index = ASSETS / 'checkpoints.json'
     entries = json.loads(index.read_text()) if index.exists() else {}
     entries[a.name] = dict(file=dst.name, sha256=hashlib.sha256(dst.read_bytes()).hexdigest(), data=meta['data'], mAP=rescore(dst),

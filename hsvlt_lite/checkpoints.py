@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ASSETS', 'RUN_FILES', 'atomic_write', 'save_checkpoint', 'shipped', 'checkpoint_path', 'load_checkpoint',
-           'save_weights', 'load_model', 'prepare_run_dir']
+           'save_weights', 'load_model', 'set_thresholds', 'stored_thresholds', 'check_writable', 'prepare_run_dir']
 
 # %% ../nbs/21_checkpoints.ipynb #964487c0
 import dataclasses, json, os, tempfile, torch
@@ -34,14 +34,14 @@ def atomic_write(path, write):
         if tmp is not None and os.path.exists(tmp): os.unlink(tmp)
 
 def save_checkpoint(path, model, optimizer=None, schedule=None, scaler=None, ema=None, epoch=0, cfg=None,
-                    label_names=None, history=None, rng=None, data_rng=None, meta=None):
+                    label_names=None, history=None, rng=None, data_rng=None, meta=None, thresholds=None):
     "Write a checkpoint of `model` (an `HSVLT`), the training state and the caller's `meta` dict to `path` atomically; refuses non-finite weights."
     weights = model.state_dict()
     bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad: raise ValueError(f"refusing to write {str(path)!r}: {len(bad)} of {len(weights)} weight tensors are not finite (first: {bad[0]})")
     state = dict(model=weights, model_config=dataclasses.asdict(model.cfg),
                  label_names=list(label_names) if label_names is not None else None, label_embeddings=model.label_embeddings.cpu(),
-                 epoch=epoch, train_config=dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg, history=history or [], rng=rng, data_rng=data_rng, meta=meta or {},
+                 epoch=epoch, train_config=dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg, history=history or [], rng=rng, data_rng=data_rng, meta=meta or {}, thresholds=thresholds,
                  **{name: obj.state_dict() if obj is not None else None
                     for name, obj in dict(optimizer=optimizer, schedule=schedule, scaler=scaler, ema=ema).items()})
     atomic_write(path, lambda f: torch.save(state, f))
@@ -89,10 +89,11 @@ def load_checkpoint(path, model=None, optimizer=None, schedule=None, scaler=None
     return ckpt
 
 def save_weights(src, dst):
-    "Write the model of checkpoint `src` to `dst` without its training state (optimiser, EMA, generators): weights, configs, labels, history, meta."
+    "Write the model of checkpoint `src` to `dst` without its training state (optimiser, EMA, generators): weights, configs, labels, thresholds, history, meta."
     ckpt = load_checkpoint(src)
     model, names = load_model(src)
-    save_checkpoint(dst, model, epoch=ckpt['epoch'], cfg=ckpt['train_config'], label_names=names, history=ckpt['history'], meta=ckpt['meta'])
+    save_checkpoint(dst, model, epoch=ckpt['epoch'], cfg=ckpt['train_config'], label_names=names, history=ckpt['history'], meta=ckpt['meta'],
+                    thresholds=ckpt.get('thresholds'))
 
 def load_model(path, weights='model'):
     "The `HSVLT` stored in checkpoint `path` (its last weights, or `weights='ema'`), in evaluation mode, and its label names."
@@ -101,18 +102,39 @@ def load_model(path, weights='model'):
     model.load_state_dict(ckpt['model'] if weights == 'model' else _ema_weights(ckpt['ema']))
     return model.eval(), ckpt['label_names']
 
+# %% ../nbs/21_checkpoints.ipynb #269f803e
+def set_thresholds(path, thresholds, source):
+    "Store per-class `thresholds` (`{'model': (k,), 'ema': (k,)}`) and the data that chose them (`source`, a line) in checkpoint `path`, atomically."
+    ckpt = load_checkpoint(path)
+    for which, t in thresholds.items():
+        if which not in ('model', 'ema') or len(t) != len(ckpt['label_names']):
+            raise ValueError(f"thresholds[{which!r}]: expected 'model' or 'ema' with {len(ckpt['label_names'])} values, one per label")
+    ckpt['thresholds'] = dict({w: [float(x) for x in t] for w, t in thresholds.items()}, source=source)
+    atomic_write(checkpoint_path(path), lambda f: torch.save(ckpt, f))
+
+def stored_thresholds(ckpt, weights='model'):
+    "The per-class thresholds checkpoint `ckpt` (a dict from `load_checkpoint`) keeps for `weights`, as a tensor `(k,)`, and their source; `(None, None)` if it keeps none."
+    th = ckpt.get('thresholds') or {}
+    if th.get(weights) is None: return None, None
+    return torch.tensor(th[weights]), th['source']
+
 # %% ../nbs/21_checkpoints.ipynb #dc8cf3e7
 RUN_FILES = ('model.pt', 'metrics.json', 'attention.png')
 
+def check_writable(folder, what):
+    "Create `folder` and prove it writable (a file written and removed); a one-line ValueError naming `what` and the folder if not."
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir(): raise ValueError(f"{what} {str(folder)!r} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f'.write-test-{os.getpid()}.tmp'
+        probe.write_bytes(b'ok'); probe.unlink()
+    except OSError as e: raise ValueError(f"{what} {str(folder)!r} cannot be written: {e.strerror or e}") from None
+    return folder
+
 def prepare_run_dir(out, resume=None, overwrite=False):
     "Create run folder `out` and prove it writable, remove leftover temporary files; refuse a folder holding a run unless `resume` or `overwrite`."
-    out = Path(out)
-    if out.exists() and not out.is_dir(): raise ValueError(f"run folder {str(out)!r} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f'.write-test-{os.getpid()}.tmp'
-        probe.write_bytes(b'ok'); probe.unlink()
-    except OSError as e: raise ValueError(f"run folder {str(out)!r} cannot be written: {e.strerror or e}") from None
+    out = check_writable(out, 'run folder')
     for left in out.glob('.*.tmp'): left.unlink(missing_ok=True)
     held = [n for n in RUN_FILES if (out / n).exists()]
     if held and resume is None and not overwrite:

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['as_arrays', 'warn_left_out', 'average_precisions', 'mean_average_precision', 'precision_recall_f1',
-           'multilabel_scores']
+           'multilabel_scores', 'best_f1_thresholds']
 
 # %% ../nbs/15_metrics.ipynb #79bb8ce3
 import warnings, numpy as np, torch
@@ -54,10 +54,29 @@ def precision_recall_f1(predicted, targets):
     return dict(CP=float(cp), CR=float(cr), CF1=f1(cp, cr), OP=float(op), OR=float(orec), OF1=f1(op, orec))
 
 def multilabel_scores(scores, targets, threshold=0.5, topk=3, label_names=None):
-    "CP CR CF1 OP OR OF1 at `threshold`, and the same for the `topk` highest scores (keys suffixed `_top3`)."
+    "CP CR CF1 OP OR OF1 at `threshold` (one for all classes, or one per class), and the same for the `topk` highest scores (keys suffixed `_top3`)."
     scores, targets = as_arrays(scores, targets)
     warn_left_out((targets == 1).any(0), label_names, 'CP/CR')
     above = scores >= threshold
     top = np.zeros_like(above)
     np.put_along_axis(top, np.argsort(-scores, axis=1, kind='stable')[:, :topk], True, axis=1)
     return {**precision_recall_f1(above, targets), **{f'{m}_top{topk}': v for m, v in precision_recall_f1(above & top, targets).items()}}
+
+# %% ../nbs/15_metrics.ipynb #aa79d030
+def best_f1_thresholds(scores, targets, default=0.5):
+    "Per-class thresholds `(k,)` that maximise each class's F1 on `scores`, `targets` (n, k): the midpoint below the best score; `default` where a class has no positive."
+    scores, targets = as_arrays(scores, targets)
+    out = np.full(scores.shape[1], default, dtype=float)
+    for c in range(scores.shape[1]):
+        keep = targets[:, c] >= 0
+        s, t = scores[keep, c], targets[keep, c] == 1
+        if not t.any(): continue
+        order = np.argsort(-s, kind='stable')
+        s, t = s[order], t[order]
+        last = np.r_[s[1:] != s[:-1], True]            # the last of each run of equal scores: a threshold there takes the whole run
+        tp = np.cumsum(t)[last]; npred = np.flatnonzero(last) + 1
+        f1 = 2 * tp / (npred + t.sum())
+        best = int(np.argmax(f1))
+        distinct = s[last]
+        out[c] = (distinct[best] + distinct[best + 1]) / 2 if best + 1 < len(distinct) else distinct[best]
+    return out

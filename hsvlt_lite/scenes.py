@@ -13,8 +13,10 @@ import numpy as np, torch, torch.nn.functional as F, torch.distributed as dist
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 from einops import rearrange
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -210,6 +212,17 @@ class CanvasSet(Dataset):
     def fresh(self, batch_size=128, steps=None, seed=0):
         "`steps` batches (None: endless) of new canvases from this recipe, for training; use with `DataLoader(..., batch_size=None)`."
         return FreshCanvases(self.canvases, batch_size, steps, seed)
+
+    def save_list(self, folder, name):
+        "Write the canvases as PNG files `folder/name/NNNNN.png`, their list file `folder/name.txt` (`path<TAB>label,label`) and `folder/labels.txt`: a data set for `--data list`. Returns the list file."
+        folder = Path(folder); (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / 'labels.txt').write_text(''.join(f'{n}\n' for n in self.label_names))
+        lines = []
+        for i, (img, t) in enumerate(zip(self.images, self.targets)):
+            Image.fromarray(rearrange(img, 'c h w -> h w c').numpy()).save(folder / name / f'{i:05d}.png')
+            lines.append(f"{name}/{i:05d}.png\t{','.join(n for n, y in zip(self.label_names, t) if y)}\n")
+        (folder / f'{name}.txt').write_text(''.join(lines))
+        return folder / f'{name}.txt'
 
     def targets_by_scale(self, edges=None):
         "This set's targets per size band; `edges` default to the thirds of the log side range."

@@ -1,6 +1,6 @@
 "The command line end to end on a short digits run: outputs checked against scikit-learn and the model itself."
-import json, shutil, subprocess, sys, pytest, torch
-from sklearn.metrics import average_precision_score
+import csv, json, shutil, subprocess, sys, numpy as np, pytest, torch
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
 from pathlib import Path
 from PIL import Image
 from hsvlt_lite.cli import main
@@ -9,7 +9,7 @@ from hsvlt_lite.scenes import MultiScaleDigits, FreshCanvases
 from hsvlt_lite.emoji import EmojiScenes
 from hsvlt_lite.metrics import mean_average_precision
 from hsvlt_lite.train import evaluate
-from hsvlt_lite.checkpoints import load_model
+from hsvlt_lite.checkpoints import load_model, load_checkpoint, stored_thresholds
 
 ARGS = ['--epochs', '2', '--steps-per-epoch', '6', '--batch-size', '32', '--test-size', '128']
 
@@ -53,6 +53,49 @@ def test_predict_prints_the_models_probabilities(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert ', '.join(f'{names[i]} {v:.3f}' for v, i in zip(top.values.tolist(), top.indices.tolist())) in out
     assert (tmp_path / 'a.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_train_stores_best_f1_thresholds_for_each_kept_weights(run, capsys):
+    "Each stored threshold gives the best F1 scikit-learn finds along its class's precision-recall curve on the validation canvases (seed 1); eval reports the scores at them."
+    ckpt, metrics = load_checkpoint(run / 'model.pt'), json.loads((run / 'metrics.json').read_text())
+    val = MultiScaleDigits('test', n=128, size=64, seed=1)
+    for weights in ('model', 'ema'):
+        th, source = stored_thresholds(ckpt, weights)
+        assert source == metrics['threshold_source'] == '128 validation canvases drawn like the digits test set with another seed'
+        model, names = load_model(run / 'model.pt', weights)
+        scores, targets = evaluate(model, val)
+        for c in range(len(names)):
+            p, r, _ = precision_recall_curve(targets[:, c], scores[:, c])
+            best = np.max(np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=p + r > 0))
+            assert f1_score(targets[:, c], scores[:, c] >= th[c]) == pytest.approx(best, abs=1e-9)
+        assert th.tolist() == pytest.approx(list(metrics['raw' if weights == 'model' else 'ema']['thresholds'].values()))
+    test_scores, test_targets = evaluate(load_model(run / 'model.pt')[0], MultiScaleDigits('test', n=128, size=64, seed=0))
+    th = stored_thresholds(ckpt)[0]
+    of1 = f1_score(test_targets.numpy(), test_scores.numpy() >= th.numpy(), average='micro')
+    assert main(['eval', '--ckpt', str(run / 'model.pt')]) == 0
+    assert f'OF1 {of1:.4f}' in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_predict_writes_every_score_and_the_predicted_set(run, tmp_path, capsys):
+    "A folder, a file named twice and a glob, into CSV and JSON Lines: probabilities are the model's, predicted sets those at the stored thresholds or at --threshold."
+    imgs = MultiScaleDigits('test', n=4, size=64, seed=9).images
+    files = [tmp_path / 'in' / 'a.png', tmp_path / 'in' / 'b.png', tmp_path / 'in' / 'deep' / 'c.png', tmp_path / 'other' / 'd.png']
+    for f, img in zip(files, imgs): f.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(img.permute(1, 2, 0).numpy()).save(f)
+    model, names = load_model(run / 'model.pt')
+    with torch.no_grad(): p = torch.sigmoid(model(eval_transform(64)(imgs)))
+    th = stored_thresholds(load_checkpoint(run / 'model.pt'))[0]
+    specs = [str(tmp_path / 'in'), str(files[0]), f'{tmp_path}/other/*.png']
+    assert main(['predict', '--ckpt', str(run / 'model.pt'), *specs, '--out', str(tmp_path / 'p.csv'), '--batch-size', '3']) == 0
+    assert main(['predict', '--ckpt', str(run / 'model.pt'), *specs, '--out', str(tmp_path / 'p.jsonl'), '--threshold', '0.3']) == 0
+    rows, lines = list(csv.DictReader(open(tmp_path / 'p.csv'))), [json.loads(l) for l in open(tmp_path / 'p.jsonl')]
+    assert [r['path'] for r in rows] == [l['path'] for l in lines] == list(map(str, files))
+    for r, l, pi in zip(rows, lines, p):
+        torch.testing.assert_close(torch.tensor([float(r[n]) for n in names]), pi, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(torch.tensor([l['scores'][n] for n in names]), pi, rtol=1e-5, atol=1e-7)
+        assert r['predicted'] == ';'.join(n for n, x, t in zip(names, pi.tolist(), th.tolist()) if x >= t)
+        assert l['predicted'] == [n for n, x in zip(names, pi.tolist()) if x >= 0.3]
+    out = capsys.readouterr().out
+    assert 'thresholds: per class, chosen on 128 validation canvases' in out and 'thresholds: 0.3 for every label (--threshold)' in out
 
 
 def test_an_interrupted_run_resumed_ends_with_the_same_weights(run, tmp_path, monkeypatch):
@@ -145,3 +188,37 @@ def test_pretrained_torchvision_fills_the_visual_stream(monkeypatch):
     assert asked == ['DEFAULT'] and model.cfg.stem == 'patch' and not model.cfg.label_norm
     torch.testing.assert_close(model.stages[2].blocks[8].conv.fc2.weight, stand_in.features[5][8].block[5].weight)
     torch.testing.assert_close(model.stages[0].down.proj.weight, stand_in.features[0][0].weight.permute(0, 2, 3, 1).reshape(96, 48))
+
+
+def test_pretrained_file_fills_the_visual_stream(golden, tmp_path, capsys):
+    "--pretrained FILE.pth: a facebookresearch ConvNeXt checkpoint (the reference's own visual weights) gives the reference's visual maps; a bad file is one line."
+    import re
+    from hsvlt_lite.recipes import Recipe, build_model
+    sd = golden['state_dict']
+    fb = {'model': {k: w for k, w in sd.items() if re.match(r'(downsample_layers|stages\.\d+\.\d+\.(dwconv|norm|pwconv|gamma))', k)}}
+    torch.save(fb, tmp_path / 'convnext_tiny_1k_224.pth')
+    from hsvlt_lite.weights import reference_config
+    cfg = reference_config(sd)                         # the fixture's small ConvNeXt: its widths and depths
+    r = Recipe(data='list', preset='tiny', dims=cfg.dims, depths=cfg.depths, pretrained=str(tmp_path / 'convnext_tiny_1k_224.pth'))
+    assert (r.resolved().lr, r.resolved().batch_size, r.resolved().schedule, r.resolved().img_size) == (1e-5, 4, 'plateau', 448)
+    model = build_model(r, torch.randn(4, 384)).eval()
+    with torch.no_grad(): feats = model.forward_features(golden['images'], need_weights=False)
+    for f, v in zip(feats, golden['stage_visual']): torch.testing.assert_close(f.V, v, rtol=1e-4, atol=1e-4)
+    (tmp_path / 'notes.pth').write_text('not a checkpoint')
+    for bad, msg in (('missing.pth', 'no such file'), ('notes.pth', 'is not a readable checkpoint'), ('weights.bin', "expected 'none', 'torchvision' or a ConvNeXt checkpoint file")):
+        assert main(['train', '--preset', 'tiny', '--pretrained', str(tmp_path / bad), '--out', str(tmp_path / 'run')]) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and msg in err, err
+
+
+def test_export_writes_a_program_with_the_models_logits(run, tmp_path, capsys):
+    "hsvlt export --format pt2: the saved program, loaded by torch.export alone, gives the checkpoint's logits on test canvases at two batch sizes."
+    assert main(['export', '--ckpt', str(run / 'model.pt'), '--format', 'pt2', str(tmp_path / 'm.pt2')]) == 0
+    assert 'max |logit difference| against PyTorch' in capsys.readouterr().out
+    program = torch.export.load(tmp_path / 'm.pt2').module()
+    model, _ = load_model(run / 'model.pt')
+    test = MultiScaleDigits('test', n=5, size=64, seed=0)
+    for x in (torch.stack([test[i][0] for i in range(5)]), test[0][0][None]):
+        with torch.no_grad(): torch.testing.assert_close(program(x), model(x), rtol=0, atol=1e-4)
+    assert main(['export', '--ckpt', str(run / 'model.pt'), '--format', 'onnx', str(tmp_path / 'm.pt2')]) == 2
+    assert "does not end in .onnx" in capsys.readouterr().err
