@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['ASSETS', 'RUN_FILES', 'atomic_write', 'save_checkpoint', 'shipped', 'checkpoint_path', 'load_checkpoint',
-           'save_weights', 'load_model', 'set_thresholds', 'stored_thresholds', 'check_writable', 'prepare_run_dir']
+           'save_weights', 'load_model', 'set_thresholds', 'stored_thresholds', 'trained_size', 'check_writable',
+           'prepare_run_dir']
 
 # %% ../nbs/21_checkpoints.ipynb #964487c0
 import dataclasses, json, os, tempfile, torch
@@ -117,6 +118,10 @@ def stored_thresholds(ckpt, weights='model'):
     th = ckpt.get('thresholds') or {}
     if th.get(weights) is None: return None, None
     return torch.tensor(th[weights]), th['source']
+
+def trained_size(ckpt):
+    "The input size the model of checkpoint `ckpt` (a dict from `load_checkpoint`) was trained at, from its run's options; 448 (the paper's) if it does not say."
+    return (ckpt.get('meta') or {}).get('img_size') or 448
 
 # %% ../nbs/21_checkpoints.ipynb #dc8cf3e7
 RUN_FILES = ('model.pt', 'metrics.json', 'attention.png')

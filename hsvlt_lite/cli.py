@@ -18,7 +18,7 @@ from .data import ImageFiles, image_paths, eval_transform
 from .recipes import Recipe, DATASETS, run_recipe, test_set, score
 from .metrics import multilabel_scores
 from .train import evaluate, check_device
-from .checkpoints import load_model, load_checkpoint, stored_thresholds, check_writable, atomic_write, RUN_FILES
+from .checkpoints import load_model, load_checkpoint, stored_thresholds, trained_size, check_writable, atomic_write, RUN_FILES
 from .attention import plot_attention
 from .export import FORMATS, export_checkpoint
 
@@ -80,8 +80,8 @@ def build_parser():
     t.add_argument('--aggregation', choices=('csa', 'last', 'topdown'), default='csa', help="the head: CSA over the four scales, the last stage's S only, or top-down")
     t.add_argument('--interaction', choices=('ivla', 'late'), default='ivla', help='labels meet the image in every block (IVLA), or only after each stage')
     t.add_argument('--visual-feedback', action='store_true', help='IVLA also writes back to the image features')
-    t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 6, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
-    t.add_argument('--steps-per-epoch', type=number(int, above=0), help='steps per epoch (digits: 750 fresh batches, emoji: 320; image files: one pass)')
+    t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 4, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
+    t.add_argument('--steps-per-epoch', type=number(int, above=0), help='steps per epoch (digits: 850 fresh batches, emoji: 320; image files: one pass)')
     t.add_argument('--lr', type=number(float, above=0), help='peak AdamW learning rate (from scratch: 3e-3; fine-tuning: 1e-5)')
     t.add_argument('--weight-decay', type=number(float, low=0), help='AdamW weight decay on the >=2-D weights (from scratch: 0.05; fine-tuning: 1e-4)')
     t.add_argument('--warmup', type=number(float, low=0), help='linear warm-up in epochs (from scratch: 10,000 images; fine-tuning: 2)')
@@ -205,7 +205,7 @@ def predict(args):
     model, names = load_model(args.ckpt, args.weights)
     paths = image_paths(args.images, 'hsvlt predict')
     th, source = thresholds_of(args, ckpt, len(names))
-    images = ImageFiles(paths, 'hsvlt predict', eval_transform(args.img_size or ckpt.get('meta', {}).get('img_size') or 448))
+    images = ImageFiles(paths, 'hsvlt predict', eval_transform(args.img_size or trained_size(ckpt)))
     loader = DataLoader(images, batch_size=args.batch_size)
     device = torch.device(args.device)
     model.to(device)

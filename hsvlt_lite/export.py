@@ -9,7 +9,7 @@ __all__ = ['FORMATS', 'NEEDS', 'check_target', 'capture', 'export_model', 'load_
 import importlib.util, os, tempfile, torch
 from pathlib import Path
 from torch.export import Dim
-from .checkpoints import atomic_write, load_checkpoint, load_model
+from .checkpoints import atomic_write, load_checkpoint, load_model, trained_size
 
 # %% ../nbs/24_export.ipynb #ef5b36f0
 FORMATS = {'onnx': '.onnx', 'pt2': '.pt2'}
@@ -70,7 +70,7 @@ def export_checkpoint(ckpt, out, fmt, img_size=None, weights='model', atol=1e-4)
     "Export the model of checkpoint `ckpt` (a file or a shipped name) to `out` in format `fmt` for `img_size`² images (default: its training size, else 448); returns the max |Δlogit| against PyTorch, and writes nothing if it exceeds `atol`."
     out = Path(out)
     check_target(out, fmt)
-    size = img_size or (load_checkpoint(ckpt).get('meta') or {}).get('img_size') or 448
+    size = img_size or trained_size(load_checkpoint(ckpt))
     model, _ = load_model(ckpt, weights)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
