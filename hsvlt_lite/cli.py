@@ -80,7 +80,7 @@ def build_parser():
     t.add_argument('--aggregation', choices=('csa', 'last', 'topdown'), default='csa', help="the head: CSA over the four scales, the last stage's S only, or top-down")
     t.add_argument('--interaction', choices=('ivla', 'late'), default='ivla', help='labels meet the image in every block (IVLA), or only after each stage')
     t.add_argument('--visual-feedback', action='store_true', help='IVLA also writes back to the image features')
-    t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 4, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
+    t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 5, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
     t.add_argument('--steps-per-epoch', type=number(int, above=0), help='steps per epoch (digits: 850 fresh batches, emoji: 320; image files: one pass)')
     t.add_argument('--lr', type=number(float, above=0), help='peak AdamW learning rate (from scratch: 3e-3; fine-tuning: 1e-5)')
     t.add_argument('--weight-decay', type=number(float, low=0), help='AdamW weight decay on the >=2-D weights (from scratch: 0.05; fine-tuning: 1e-4)')
