@@ -84,7 +84,7 @@ def param_groups(model, weight_decay):
             dict(params=[p for p in params if p.ndim < 2], weight_decay=0.)]
 
 def make_optimizer(model, cfg):
-    "AdamW over `param_groups`, at `cfg.lr` (the schedule sets it at every step), with fused kernels: one per group on CPU and CUDA."
+    "AdamW over `param_groups`, at `cfg.lr` (the schedule sets it at every step), with fused kernels (one call per group) on CPU and CUDA."
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
 
 # %% ../nbs/20_train.ipynb #b38e230a
