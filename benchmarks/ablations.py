@@ -128,7 +128,8 @@ if __name__ == '__main__':
         results = load()
         results.setdefault('probe', {})[a.data] = dict(step_seconds=seconds, steps_per_epoch=equal_time_steps(a.data, seconds))
         save(results)
-        for m, s in seconds.items(): print(f"{m:10} {s * 1000:6.1f} ms/step  -> {results['probe'][a.data]['steps_per_epoch'][m] * 10} steps")
+        epochs = BUNDLED[a.data][1]['epochs']
+        for m, s in seconds.items(): print(f"{m:10} {s * 1000:6.1f} ms/step  -> {results['probe'][a.data]['steps_per_epoch'][m] * epochs} steps")
     elif a.what == 'run': run_and_store(a.data, a.model, a.seed, a.steps)
     else:
         for seed in a.seeds:
