@@ -16,6 +16,7 @@ from hsvlt_lite.layers import PatchDown, ConvNeXtBlock
 from hsvlt_lite.stem import ConvStem
 from hsvlt_lite.csa import ClasswiseLinear
 from hsvlt_lite.model import HSVLTConfig
+from hsvlt_lite.blocks import Features
 
 
 def visual_stages(cfg):
@@ -53,10 +54,20 @@ class Query2Label(nn.Module):
         self.decoder = nn.TransformerDecoderLayer(**layer)
         self.head = ClasswiseLinear(k, d)
 
+    def encode(self, x):
+        v = self.stem(x)
+        return v, self.encoder(rearrange(v, 'b d h w -> b (h w) d') + self.pos[:v.shape[-2] * v.shape[-1]])
+
     def forward(self, x):
-        t = rearrange(self.stem(x), 'b d h w -> b (h w) d')
-        t = self.encoder(t + self.pos[:t.shape[1]])
-        return self.head(self.decoder(self.queries.expand(len(x), -1, -1), t))
+        return self.head(self.decoder(self.queries.expand(len(x), -1, -1), self.encode(x)[1]))
+
+    def forward_features(self, x, need_weights=True):
+        "The label decoder as one stage's `Features` (for `hsvlt_lite.localisation`): the token map, the queries entering the cross-attention, the decoder's output and its cross-attention weights `b m k n`."
+        v, t = self.encode(x)
+        dec, q = self.decoder, self.queries.expand(len(x), -1, -1)
+        l = q + dec.self_attn(*(dec.norm1(q),) * 3, need_weights=False)[0]                        # norm_first: self-attention block
+        a = dec.multihead_attn(dec.norm2(l), t, t, need_weights=True, average_attn_weights=False)[1]
+        return [Features(v, l, dec(q, t), a)]
 
 
 class MLDecoder(nn.Module):
@@ -74,13 +85,24 @@ class MLDecoder(nn.Module):
         self.head = nn.Module()                                               # the bias that `set_prior` sets, as `.head.bias`
         self.head.bias = nn.Parameter(torch.zeros(k))
 
-    def forward(self, x):
-        t = self.norm_kv(self.proj(rearrange(self.features(x), 'b c h w -> b (h w) c')))
+    def decode(self, x, need_weights=False):
+        "The visual map, the group queries after the decoder (`b g d`) and, if asked, their cross-attention weights (`b m g n`)."
+        v = self.features(x)
+        t = self.norm_kv(self.proj(rearrange(v, 'b c h w -> b (h w) c')))
         q = self.queries.expand(len(x), -1, -1)
-        q = q + self.attn(self.norm_q(q), t, t, need_weights=False)[0]       # cross-attention only: no self-attention
-        q = q + self.mlp(self.norm_mlp(q))
-        logits = torch.einsum('bgd,gdj->bgj', q, self.group_weight)           # each query's own linear layer: its group's labels
+        attended, a = self.attn(self.norm_q(q), t, t, need_weights=need_weights, average_attn_weights=False)   # cross-attention only
+        q = q + attended
+        return v, q + self.mlp(self.norm_mlp(q)), a
+
+    def forward(self, x):
+        logits = torch.einsum('bgd,gdj->bgj', self.decode(x)[1], self.group_weight)   # each query's own linear layer: its group's labels
         return rearrange(logits, 'b g j -> b (g j)')[:, :self.k] + self.head.bias
+
+    def forward_features(self, x, need_weights=True):
+        "The decoder as one stage's `Features` (for `hsvlt_lite.localisation`), each label given its group query's tokens and attention."
+        v, q, a = self.decode(x, need_weights=True)
+        group = torch.arange(self.k) // self.per_group
+        return [Features(v, q[:, group], q[:, group], a[:, :, group])]
 
 
 PEERS = {'convnext': PooledConvNeXt, 'q2l': Query2Label, 'mldecoder': MLDecoder}

@@ -22,12 +22,12 @@ class Features(NamedTuple):
 
 # %% ../nbs/03_blocks.ipynb #d212f755
 class InteractionBlock(nn.Module):
-    "ConvNeXt visual update, then IVLA label update; `conv`, `ivla`, `gate`, `feedback` can each be left out."
+    "ConvNeXt visual update, then IVLA label update; `conv`, `ivla`, `gate`, `feedback` can each be left out; `selective`: IVLA's extensions (`qk_norm`, ...)."
     def __init__(self, dim, heads=1, layer_scale=1e-6, drop_path=0., dropout=0., fold='auto',
-                 conv=True, ivla=True, gate=True, feedback=False, label_norm=False):
+                 conv=True, ivla=True, gate=True, feedback=False, label_norm=False, **selective):
         super().__init__()
         self.conv = ConvNeXtBlock(dim, layer_scale, drop_path) if conv else None
-        self.ivla = IVLA(dim, heads, dropout, fold) if ivla else None
+        self.ivla = IVLA(dim, heads, dropout, fold, **selective) if ivla else None
         self.label_norm = nn.LayerNorm(dim) if ivla and label_norm else None
         self.gate = LabelGate(dim) if ivla and gate else None
         self.feedback = VisualFeedback(dim, heads) if ivla and feedback else None

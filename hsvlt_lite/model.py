@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from .layers import PatchDown
 from .stem import ConvStem
 from .blocks import InteractionBlock, Stage
-from .csa import Aggregation
+from .csa import Aggregation, ClasswiseLinear
 from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/05_model.ipynb #08163406
@@ -41,6 +41,10 @@ class HSVLTConfig:
     fold: str = 'auto'                     # IVLA formulation: 'auto' | 'folded' | 'plain'
     label_norm: bool = False               # LayerNorm on the labels entering each IVLA (not in the reference)
     stem: str = 'patch'                    # 'patch' (4×4, the reference) | 'conv' (3×3 convs + max-pools, for small images)
+    qk_norm: bool = False                  # IVLA's logits: cosines times a learned temperature (an extension, 02_ivla)
+    temperature_floor: float = 0.          # with qk_norm: the temperature never falls below this
+    match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
+    stage_heads: bool = False              # a class-wise classifier on every stage's S too, for a per-stage loss in training
 
     def __post_init__(self):
         for name in ('dims', 'depths'):
@@ -53,6 +57,11 @@ class HSVLTConfig:
         choices = dict(aggregation=Aggregation.modes, interaction=('ivla', 'late'), fold=('auto', 'folded', 'plain'), stem=('patch', 'conv'))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed: raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
+        if not self.temperature_floor >= 0: raise ValueError(f"temperature_floor={self.temperature_floor!r}: expected a number >= 0")
+        if (self.temperature_floor or self.match_evidence) and not self.qk_norm:
+            raise ValueError(f"temperature_floor={self.temperature_floor!r}, match_evidence={self.match_evidence!r} need qk_norm=True")
+        if self.stage_heads and self.interaction == 'late' and self.aggregation == 'last':
+            raise ValueError("stage_heads=True needs an S at every stage: not with interaction='late' and aggregation='last'")
 
     @classmethod
     def preset(cls, name, **overrides):
@@ -92,7 +101,8 @@ def _stage(cfg, i, rates, last_stage, fused):
     "Stage `i` of a model with config `cfg`: drop-path `rates` of its blocks; `fused`: whether its S is aggregated."
     c, c_in = cfg.dims[i], 3 if i == 0 else cfg.dims[i - 1]
     down = (ConvStem(3, c) if cfg.stem == 'conv' else PatchDown(3, c, 4, norm_first=False)) if i == 0 else PatchDown(c_in, c, 2, norm_first=True)
-    args = dict(heads=cfg.num_heads, layer_scale=cfg.layer_scale_init, dropout=cfg.dropout, fold=cfg.fold, label_norm=cfg.label_norm)
+    args = dict(heads=cfg.num_heads, layer_scale=cfg.layer_scale_init, dropout=cfg.dropout, fold=cfg.fold, label_norm=cfg.label_norm,
+                qk_norm=cfg.qk_norm, temperature_floor=cfg.temperature_floor, match_evidence=cfg.match_evidence)
     if cfg.interaction == 'ivla':
         feeds_on = [not (last_stage and j == len(rates) - 1) for j in range(len(rates))]   # the very last block's L and V feed nothing
         blocks = [InteractionBlock(c, drop_path=r, gate=on, feedback=cfg.visual_feedback and on, **args) for r, on in zip(rates, feeds_on)]
@@ -115,6 +125,7 @@ class HSVLT(nn.Module):
         self.stages = nn.ModuleList(_stage(cfg, i, rates[starts[i]:starts[i] + d], i == 3, fused[i])
                                     for i, d in enumerate(cfg.depths))
         self.aggregate = Aggregation(cfg.aggregation, cfg.dims, len(label_embeddings))
+        self.stage_heads = nn.ModuleList(ClasswiseLinear(len(label_embeddings), c) for c in cfg.dims) if cfg.stage_heads else None
         self.init_label_path()
 
     def init_label_path(self):
@@ -127,8 +138,8 @@ class HSVLT(nn.Module):
         for i, stage in enumerate(self.stages):
             if stage.lang is not None and (i == 0 or self.cfg.interaction == 'late'): nn.init.normal_(stage.lang.weight, std=1 / e_rms.item())
         for gate in (m for m in self.modules() if isinstance(m, LabelGate)): gate.fc2.weight.data.mul_(0.1)
-        head = self.aggregate.head
-        nn.init.normal_(head.weight, std=head.weight.shape[1] ** -0.5); nn.init.zeros_(head.bias)
+        for head in [self.aggregate.head, *(self.stage_heads or [])]:
+            nn.init.normal_(head.weight, std=head.weight.shape[1] ** -0.5); nn.init.zeros_(head.bias)
 
     def forward_features(self, images, need_weights=True):
         "Per stage `Features(V, L, S, A)`: V `b c h w`, L and S `b k c`, A `b m k n` (None unless `need_weights`)."
@@ -142,8 +153,12 @@ class HSVLT(nn.Module):
             v, l = f.V, (f.L if self.cfg.interaction == 'ivla' else e)
         return feats
 
-    def forward(self, images):
-        return self.aggregate([f.S for f in self.forward_features(images, need_weights=False)])
+    def forward(self, images, stages=False):
+        "Logits `(b, k)`; with `stages=True` also each stage's own logits `(b, 4, k)` from `stage_heads` (for a per-stage loss)."
+        s = [f.S for f in self.forward_features(images, need_weights=False)]
+        if not stages: return self.aggregate(s)
+        if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads=True")
+        return self.aggregate(s), torch.stack([head(si) for head, si in zip(self.stage_heads, s)], dim=1)
 
 def _normal_fan_in(lin):
     nn.init.normal_(lin.weight, std=lin.weight.shape[1] ** -0.5)

@@ -62,6 +62,10 @@ class Recipe:
     aggregation: str = 'csa'               # 'csa' | 'last' | 'topdown'
     interaction: str = 'ivla'              # 'ivla' | 'late'
     visual_feedback: bool = False
+    qk_norm: bool = False                  # IVLA on cosines times a learned temperature (an extension)
+    temperature_floor: float = 0.          # with qk_norm: the lowest temperature
+    match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
+    stage_loss: float = 0.                 # weight of a per-stage loss on every stage's own class-wise head (0: none)
     embeddings: str = 'minilm'             # label vectors: an encoder name, 'onehot', or a FILE.pt holding (k, D)
     pretrained: str = 'none'               # 'none' | 'torchvision' (ImageNet ConvNeXt: tiny, small, base) | a facebookresearch ConvNeXt FILE.pth
     epochs: Optional[int] = None
@@ -90,7 +94,7 @@ class Recipe:
             val = getattr(self, name)
             if val is not None and not val > 0: raise ValueError(f"{name}={val!r}: expected a positive number")
         if self.img_size is not None and self.img_size % 32: raise ValueError(f"img_size={self.img_size}: expected a multiple of 32")
-        for name in ('weight_decay', 'warmup'):
+        for name in ('weight_decay', 'warmup', 'temperature_floor', 'stage_loss'):
             val = getattr(self, name)
             if val is not None and not val >= 0: raise ValueError(f"{name}={val!r}: expected a number >= 0")
         for name in ('dims', 'depths'):
@@ -195,7 +199,8 @@ def model_config(r, text_dim):
     if r.label_norm != 'auto': switches['label_norm'] = r.label_norm == 'on'
     sizes = {k: getattr(r, k) for k in ('dims', 'depths') if getattr(r, k) is not None}
     return HSVLTConfig.preset(r.preset, text_dim=text_dim, aggregation=r.aggregation, interaction=r.interaction,
-                              visual_feedback=r.visual_feedback, **switches, **sizes)
+                              visual_feedback=r.visual_feedback, qk_norm=r.qk_norm, temperature_floor=r.temperature_floor,
+                              match_evidence=r.match_evidence, stage_heads=r.stage_loss > 0, **switches, **sizes)
 
 def convnext_file(path):
     "The state dict in a facebookresearch ConvNeXt checkpoint file (`--pretrained FILE.pth`); one-line errors for a missing or unreadable file."
@@ -233,7 +238,7 @@ def train_config(r, train=None, **overrides):
     "The `TrainConfig` of resolved recipe `r` (`train`: its training data, to size an epoch for `warmup`; keyword `overrides`, e.g. `progress=False`)."
     kw = dict(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay, schedule=r.schedule, loss=r.loss, device=r.device,
               amp=r.amp, channels_last=r.channels_last, compile=r.compile, ema=r.ema, seed=r.seed, steps_per_epoch=r.steps_per_epoch,
-              num_workers=r.workers)
+              num_workers=r.workers, stage_loss=r.stage_loss)
     if r.warmup is not None:
         if r.steps_per_epoch: epoch = r.steps_per_epoch * r.batch_size
         elif train is not None: epoch = len(train) // r.batch_size * r.batch_size
@@ -263,8 +268,8 @@ def validation_set(r, test):
         return BUNDLED[r.data][0]('test', n=r.test_size, size=r.img_size, seed=1), f"{r.test_size:,} validation canvases drawn like the {r.data} test set with another seed"
     return test, f"the test set ({r.data} has no validation split)"
 
-def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwrite=False):
-    "Train and score what `recipe` asks for, or the model `build(label_names)` returns; with `out`, keep the run there (a folder holding a run needs `resume` or `overwrite`). Returns the metrics (`None` on processes other than rank 0)."
+def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwrite=False, on_epoch=None):
+    "Train and score what `recipe` asks for, or the model `build(label_names)` returns; with `out`, keep the run there (a folder holding a run needs `resume` or `overwrite`); `on_epoch` goes to `fit`. Returns the metrics (`None` on processes other than rank 0)."
     t_start = time.perf_counter()
     r = sized(recipe.resolved())
     if out is None and (resume is not None or r.ema): raise ValueError("resume and ema need a run folder (out)")
@@ -279,9 +284,11 @@ def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwri
     seed_everything(r.seed)                            # the initial weights too are fixed by the seed
     model = build(names) if build else build_model(r, label_vectors(r.embeddings, names))
     if out is not None and not isinstance(model, HSVLT): raise ValueError(f"a run folder keeps HSVLT models only, not {type(model).__name__}")
-    if resume is None: set_prior(head_bias(model), prior_targets(r, train))
+    if resume is None:
+        prior = prior_targets(r, train)
+        for bias in [head_bias(model)] + [h.bias for h in getattr(model, 'stage_heads', None) or []]: set_prior(bias, prior)
     cfg = train_config(r, train, progress=progress)
-    history = fit(model, train, test, cfg, out_dir=out, resume=resume, overwrite=overwrite, label_names=names, meta=dict(recipe_meta(r), out=out and str(out), resume=resume and str(resume)))
+    history = fit(model, train, test, cfg, out_dir=out, resume=resume, overwrite=overwrite, label_names=names, meta=dict(recipe_meta(r), out=out and str(out), resume=resume and str(resume)), on_epoch=on_epoch)
     if int(os.environ.get('RANK', 0)) != 0: return None
     t_train = time.perf_counter() - t_start
     kept = {'model': model} if out is None else {w: load_model(Path(out) / 'model.pt', w)[0].to(r.device) for w in ['model'] + (['ema'] if r.ema else [])}

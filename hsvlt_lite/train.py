@@ -58,6 +58,7 @@ class TrainConfig:
     num_workers: int = 0                   # DataLoader workers for a dataset given to `fit`
     progress: bool = True                  # fastprogress bars on rank 0
     log_every: int = 10                    # steps between updates of the live loss
+    stage_loss: float = 0.                 # weight of the mean per-stage loss on the model's `stages=True` logits (deep supervision)
 
     def __post_init__(self):
         for name, val in dataclasses.asdict(self).items():
@@ -70,7 +71,7 @@ class TrainConfig:
                         **{name: val for name, val in optional.items() if val is not None})
         for name, val in positive.items():
             if not val > 0: raise ValueError(f"{name}={val!r}: expected a positive number")
-        for name in ('weight_decay', 'warmup_images', 'plateau_patience', 'num_workers'):
+        for name in ('weight_decay', 'warmup_images', 'plateau_patience', 'num_workers', 'stage_loss'):
             if getattr(self, name) < 0: raise ValueError(f"{name}={getattr(self, name)!r}: expected a number >= 0")
         if self.ema is not None and not 0 < self.ema < 1: raise ValueError(f"ema={self.ema!r}: expected a decay between 0 and 1, or None")
         device = check_device(self.device, need_hardware=False)
@@ -135,8 +136,10 @@ class Diverged(ValueError):
 def train_step(model, batch, opt, loss_fn, scaler, cfg, device):
     "One optimiser step of `model` on `batch`; returns the loss as a detached tensor. Raises `Diverged` (and takes no step) on a non-finite loss or gradient norm."
     x, y = to_device(batch, device, cfg.channels_last)
-    with autocast(device, cfg.amp): logits = model(x)
-    loss = loss_fn(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)   # bf16/fp16 up to fp32, never down
+    with autocast(device, cfg.amp): out = model(x, stages=True) if cfg.stage_loss else (model(x),)
+    out = [z.to(torch.promote_types(z.dtype, torch.float32)) for z in out]           # bf16/fp16 up to fp32, never down
+    loss = loss_fn(out[0], y)
+    if cfg.stage_loss: loss = loss + cfg.stage_loss * torch.stack([loss_fn(z, y) for z in out[1].unbind(1)]).mean()
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if not torch.isfinite(loss): raise Diverged(f"loss {loss.item()}")
@@ -218,8 +221,8 @@ def set_epoch(loader, epoch):
         if hasattr(obj, 'set_epoch'): obj.set_epoch(epoch)
 
 # %% ../nbs/20_train.ipynb #09167524
-def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, label_names=None, meta=None, overwrite=False):
-    "Train `model` (in place) on `train` per `cfg`, score it on `test` after every epoch; returns the per-epoch history. `meta` is kept in the checkpoint; `out_dir` must not hold a run unless `resume` or `overwrite`."
+def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, label_names=None, meta=None, overwrite=False, on_epoch=None):
+    "Train `model` (in place) on `train` per `cfg`, score it on `test` after every epoch; returns the per-epoch history. `meta` is kept in the checkpoint; `out_dir` must not hold a run unless `resume` or `overwrite`. `on_epoch(model)` (rank 0, after the scoring) may return a dict that joins the epoch's record."
     joined = 'RANK' in os.environ and not dist.is_initialized()
     rank, world, device = setup_distributed(cfg)
     if out_dir is not None and rank == 0: prepare_run_dir(out_dir, resume, overwrite)
@@ -261,6 +264,7 @@ def fit(model, train, test=None, cfg=TrainConfig(), out_dir=None, resume=None, l
             sched.epoch_end(record['mAP'])
         history.append(record)
         if show: (mb.write if bars else print)('  '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in record.items() if k != 'losses'))
+        if on_epoch is not None and rank == 0: record.update(on_epoch(model) or {})      # after the line: it may hold anything
         if out_dir is not None:
             rngs = gather_objects(rng_state(), world)
             if rank == 0:

@@ -128,6 +128,25 @@ def test_emoji_scenes_train_with_the_ablation_switches(tmp_path):
     assert set(metrics['AP_by_size']) == {'small', 'medium', 'large'}
 
 
+def test_attention_extensions_train_from_the_command_line(tmp_path):
+    "--qk-norm, --temperature-floor, --match-evidence and --stage-loss reach the model and the loop; every head starts at the label prior."
+    from hsvlt_lite.recipes import prior_targets, Recipe
+    out = tmp_path / 'selective'
+    flags = ['--qk-norm', '--temperature-floor', '12', '--match-evidence', '--stage-loss', '0.5']
+    assert main(['train', '--data', 'emoji', *ARGS, *flags, '--epochs', '1', '--steps-per-epoch', '1', '--out', str(out)]) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    m, t = metrics['config']['model'], metrics['config']['train']
+    assert (m['qk_norm'], m['temperature_floor'], m['match_evidence'], m['stage_heads'], t['stage_loss']) == (True, 12.0, True, True, 0.5)
+    assert '--qk-norm --temperature-floor 12.0 --match-evidence --stage-loss 0.5' in metrics['command']
+    model, _ = load_model(out / 'model.pt')
+    assert all(float(ivla.temperature().min()) >= 12 for ivla in (b.ivla for s in model.stages for b in s.blocks))
+    fresh = Recipe(data='emoji', batch_size=32, test_size=128).resolved()
+    p = prior_targets(fresh, None).mean(0).clamp(1e-3, 1 - 1e-3)
+    start = torch.load(out / 'model.pt', weights_only=True)                # one step from the prior: the biases moved by at most lr
+    for key in ['aggregate.head.bias'] + [f'stage_heads.{i}.bias' for i in range(4)]:
+        assert (start['model'][key] - torch.logit(p)).abs().max() < 0.05, key
+
+
 def test_eval_and_predict_take_a_shipped_name(tmp_path, capsys):
     assert main(['eval', '--ckpt', 'emoji-nano', '--test-size', '200']) == 0
     model, names = load_model('emoji-nano')
@@ -173,7 +192,8 @@ def test_console_script_help_documents_every_option():
     out = subprocess.run([hsvlt, 'train', '--help'], capture_output=True, text=True, check=True).stdout
     for opt in ('--data', '--root', '--train-list', '--test-list', '--labels', '--preset', '--img-size', '--epochs', '--batch-size', '--lr',
                 '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed',
-                '--dims', '--depths', '--weight-decay', '--warmup', '--schedule', '--aggregation', '--interaction', '--visual-feedback'):
+                '--dims', '--depths', '--weight-decay', '--warmup', '--schedule', '--aggregation', '--interaction', '--visual-feedback',
+                '--qk-norm', '--temperature-floor', '--match-evidence', '--stage-loss'):
         assert opt in out
 
 

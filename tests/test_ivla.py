@@ -1,8 +1,8 @@
 "IVLA against the equations written with plain matmuls (the reference in 02_ivla); folded against plain in values and gradients."
-import pytest, torch
+import math, pytest, torch
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
-from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins, ivla_by_hand, sharpen
+from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins, ivla_by_hand, selective_by_hand, sharpen
 
 
 def sharp_ivla(dim, heads, fold): return sharpen(IVLA(dim, heads, fold=fold).eval())
@@ -69,3 +69,28 @@ def test_label_gate_and_visual_feedback_by_hand():
 def test_bad_heads_and_fold():
     with pytest.raises(ValueError, match='num_heads=3'): IVLA(32, heads=3)
     with pytest.raises(ValueError, match="fold='fast'"): IVLA(32, fold='fast')
+
+
+@pytest.mark.parametrize('heads,floor,evidence', [(1, 0., False), (2, 0., True), (4, 20., True)])
+def test_selective_ivla_matches_equations(heads, floor, evidence):
+    m = IVLA(32, heads, qk_norm=True, temperature_floor=floor, match_evidence=evidence).eval()
+    v, l = torch.randn(2, 32, 5, 6), torch.randn(2, 7, 32)
+    s_ref, a_ref = selective_by_hand(m, v, l)
+    s, a = m(v, l, need_weights=True)
+    assert_close(s, s_ref, rtol=1e-4, atol=1e-5); assert_close(a, a_ref, rtol=1e-4, atol=1e-6)
+    assert m(v, l)[1] is None and a.max() > 2 / 30              # weights only when asked; not uniform at τ = 10
+
+
+def test_temperature_floor_holds_and_theta_is_never_stuck():
+    m = IVLA(16, 2, qk_norm=True, temperature_floor=12.)
+    assert_close(m.temperature(), torch.full((2,), 12.))      # starts at max(10, floor)
+    v, l = torch.randn(2, 16, 4, 4), torch.randn(2, 3, 16)
+    with torch.no_grad(): m.temperature.log.copy_(torch.tensor([0., math.log(30.)]))
+    assert_close(m.temperature(), torch.tensor([12., 30.]))   # e^0 = 1 is held at the floor; 30 is above it
+    m(v, l)[0].square().sum().backward()
+    assert (m.temperature.log.grad != 0).all()                # below the floor too: θ can climb back
+
+
+@pytest.mark.parametrize('kw', [dict(temperature_floor=5.), dict(match_evidence=True)])
+def test_selective_options_need_qk_norm(kw):
+    with pytest.raises(ValueError, match='need qk_norm=True'): IVLA(16, **kw)

@@ -164,3 +164,33 @@ def test_any_tensor_is_logits_or_one_line(small_nano, shape, dtype):
         with torch.no_grad(): small_nano(x)
     except ValueError as e: assert '\n' not in str(e) and str(e).startswith('image')
     else: raise AssertionError(f'{tuple(shape)} {dtype} accepted')
+
+
+@pytest.mark.parametrize('heads', [1, 2])
+def test_selective_attention_and_stage_heads_have_no_dead_parameters(heads):
+    "Every parameter of the extensions learns: IVLA's temperature and W_e through the logits, the stage heads through the per-stage logits."
+    cfg = HSVLTConfig.preset('nano', num_heads=heads, qk_norm=True, temperature_floor=2., match_evidence=True, stage_heads=True)
+    model = HSVLT(cfg, unit_vectors(4)).train()
+    z, zs = model(torch.randn(4, 3, 64, 64), stages=True)
+    (z * torch.randn_like(z)).sum().add((zs * torch.randn_like(zs)).sum()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert sum('temperature' in n for n, _ in model.named_parameters()) == sum(cfg.depths)
+
+
+def test_stage_logits_are_each_stages_classwise_head():
+    model = HSVLT(HSVLTConfig.preset('nano', stage_heads=True), unit_vectors(5)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    z, zs = model(x, stages=True)
+    feats = model.forward_features(x)
+    assert_close(z, model(x))
+    for i, (f, head) in enumerate(zip(feats, model.stage_heads)):
+        assert_close(zs[:, i], torch.einsum('bkc,kc->bk', f.S, head.weight) + head.bias, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='stage_heads=True'): HSVLT(HSVLTConfig.preset('nano'), unit_vectors(5))(x, stages=True)
+
+
+@pytest.mark.parametrize('bad,match', [(dict(temperature_floor=3.), 'need qk_norm=True'), (dict(match_evidence=True), 'need qk_norm=True'),
+                                       (dict(qk_norm=True, temperature_floor=-1.), 'temperature_floor=-1.0'),
+                                       (dict(stage_heads=True, interaction='late', aggregation='last'), 'stage_heads=True')])
+def test_extension_switches_fail_in_one_line(bad, match):
+    with pytest.raises(ValueError, match=match): HSVLTConfig.preset('nano', **bad)

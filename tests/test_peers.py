@@ -63,3 +63,31 @@ def test_the_one_hot_ablation_gives_each_label_its_own_axis():
     from hsvlt_lite.data import VOC_CLASSES
     net = build('onehot', recipe('emoji', 'onehot').resolved(), VOC_CLASSES)
     assert torch.equal(net.label_embeddings, torch.eye(20))
+
+
+def test_the_peers_label_attention_for_the_localisation_report():
+    "Query2Label's decoder weights are its own cross-attention's (its output re-derived from them); ML-Decoder gives each label its group's."
+    torch.manual_seed(0)
+    q2l = Query2Label(5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    (f,) = q2l.forward_features(x)
+    assert_close(q2l.head(f.S), q2l(x))
+    dec, (_, t) = q2l.decoder, q2l.encode(x)
+    wv, bv = dec.multihead_attn.in_proj_weight.chunk(3)[2], dec.multihead_attn.in_proj_bias.chunk(3)[2]
+    values = (t @ wv.T + bv).reshape(2, 64, 4, 16).transpose(1, 2)                       # b h n dh
+    attended = (f.A @ values).transpose(1, 2).reshape(2, 5, 64) @ dec.multihead_attn.out_proj.weight.T + dec.multihead_attn.out_proj.bias
+    y = f.L + attended
+    y = y + dec.linear2(dec.activation(dec.linear1(dec.norm3(y))))
+    assert_close(y, f.S, rtol=1e-5, atol=1e-5)                                          # the weights are the ones the decoder used
+    mld = MLDecoder(7, groups=3).eval()
+    (g,) = mld.forward_features(x)
+    _, q, a = mld.decode(x, need_weights=True)
+    for c in range(7): assert_close(g.A[:, :, c], a[:, :, c // 3]); assert_close(g.S[:, c], q[:, c // 3])
+    assert_close(g.A.sum(-1), torch.ones(2, 4, 7))
+
+
+def test_the_attention_cures_are_hsvlt_train_with_their_switches():
+    from hsvlt_lite.data import VOC_CLASSES
+    net = build('evidence_floor', recipe('emoji', 'evidence_floor').resolved(), VOC_CLASSES)
+    assert (net.cfg.qk_norm, net.cfg.match_evidence, net.cfg.temperature_floor, net.cfg.stage_heads) == (True, True, 10., True)
+    assert recipe('emoji', 'evidence').command() == 'hsvlt train --data emoji --qk-norm --match-evidence --stage-loss 1.0'

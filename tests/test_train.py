@@ -178,6 +178,40 @@ def test_progress_to_a_file_is_plain_lines(capsys):
     assert fit(tiny(), data(16), None, TrainConfig(epochs=1, batch_size=8, **QUIET)) and capsys.readouterr().out == ''
 
 
+def test_on_epoch_reports_join_the_records_and_leave_training_alone():
+    "A per-epoch hook sees the model after each epoch's scoring; its dict joins the record; the weights are those of a run without it."
+    seen = []
+    def hook(model):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        model.eval()                                                       # a report runs the model in evaluation mode, as 08's does
+        with torch.no_grad(): model(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(len(seen))))
+        model.train()
+        return dict(probe=len(seen))
+    cfg = TrainConfig(epochs=2, batch_size=8, **QUIET)
+    plain, hooked = tiny(), tiny()
+    h0, h1 = fit(plain, data(16), data(8, seed=1), cfg), fit(hooked, data(16), data(8, seed=1), cfg, on_epoch=hook)
+    assert [h['probe'] for h in h1] == [1, 2] and 'probe' not in h0[0]
+    assert [h['mAP'] for h in h0] == [h['mAP'] for h in h1]
+    assert_same(seen[-1], hooked.state_dict()); assert_same(plain.state_dict(), hooked.state_dict())
+
+
+@pytest.mark.parametrize('stage_loss', [0., 0.5])
+def test_train_step_with_a_per_stage_loss_is_the_hand_written_objective(stage_loss):
+    model = tiny(stage_heads=True)
+    ref = tiny(stage_heads=True)
+    x, y = data(8).tensors
+    cfg = TrainConfig(clip=None, stage_loss=stage_loss)
+    loss = train_step(model, (x, y), torch.optim.SGD(model.parameters(), lr=0.1), train_mod.make_loss('bce'), torch.amp.GradScaler('cpu', enabled=False), cfg, CPU)
+    z, zs = ref(x, stages=True)
+    want = F.binary_cross_entropy_with_logits(z, y) + stage_loss * torch.stack([F.binary_cross_entropy_with_logits(zs[:, i], y) for i in range(4)]).mean()
+    grads = torch.autograd.grad(want, list(ref.parameters()), allow_unused=True)
+    assert_close(loss, want.detach())
+    for (name, p), p0, g in zip(model.named_parameters(), ref.parameters(), grads):
+        assert_close(p, p0 - 0.1 * (torch.zeros_like(p0) if g is None else g), msg=name)
+    moved = [not torch.equal(p, p0) for (n, p), p0 in zip(model.named_parameters(), ref.parameters()) if n.startswith('stage_heads')]
+    assert all(moved) if stage_loss else not any(moved)
+
+
 # ---------------------------------------------------------------- evaluation and EMA
 
 def test_evaluate_gives_sigmoid_scores_in_order_and_keeps_the_mode():
