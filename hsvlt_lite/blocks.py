@@ -14,11 +14,12 @@ from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/03_blocks.ipynb #b2aba6cf
 class Features(NamedTuple):
-    "What a block or stage returns: visual map `V` (b c h w), labels `L` (b k c), multi-modal `S` (b k c), attention `A` (b m k n)."
+    "What a block or stage returns: visual map `V` (b c h w), labels `L` (b k c), multi-modal `S` (b k c), attention `A` (b m k n), best match `E` (b k)."
     V: torch.Tensor
     L: Optional[torch.Tensor] = None
     S: Optional[torch.Tensor] = None
     A: Optional[torch.Tensor] = None
+    E: Optional[torch.Tensor] = None     # with qk_norm: each label's best patch match, max cosine (b k)
 
 # %% ../nbs/03_blocks.ipynb #d212f755
 class InteractionBlock(nn.Module):
@@ -36,11 +37,11 @@ class InteractionBlock(nn.Module):
     def forward(self, v, l=None, need_weights=False):
         if self.conv is not None: v = self.conv(v)
         if self.ivla is None: return Features(v, l)
-        s, a = self.ivla(v, l if self.label_norm is None else self.label_norm(l), need_weights or self.feedback is not None)
+        s, a, e = self.ivla.forward_with_match(v, l if self.label_norm is None else self.label_norm(l), need_weights or self.feedback is not None)
         l = l + self.drop_path(s)
         if self.gate is not None: l = self.gate(l)
         if self.feedback is not None: v = v + self.drop_path(self.feedback(a, s, v.shape[-2:]))
-        return Features(v, l, s, a if need_weights else None)
+        return Features(v, l, s, a if need_weights else None, e)
 
 # %% ../nbs/03_blocks.ipynb #ab44e390
 class Stage(nn.Module):
@@ -53,8 +54,8 @@ class Stage(nn.Module):
 
     def forward(self, v, l=None, need_weights=False):
         out = Features(self.down(v), None if self.lang is None else self.lang(l))
-        s = a = None
+        s = a = e = None
         for blk in self.blocks:
             out = blk(out.V, out.L, need_weights)
-            if out.S is not None: s, a = out.S, out.A
-        return Features(out.V, out.L, s, a)
+            if out.S is not None: s, a, e = out.S, out.A, out.E
+        return Features(out.V, out.L, s, a, e)

@@ -59,10 +59,14 @@ class IVLA(nn.Module):
         return *(folded_attention if folded else plain_attention)(q, p, self.k.weight, self.v.weight, self.scale, need_weights), None
 
     def forward(self, v, l, need_weights=False):            # v: b c h w, l: b k c -> S: b k c, A: b m k (h w)
+        return self.forward_with_match(v, l, need_weights)[:2]
+
+    def forward_with_match(self, v, l, need_weights=False):
+        "`forward`'s `S` and `A`, and with `qk_norm` each label's best match `max_n cos`, averaged over the heads (`b k`; else None)."
         x, a, best = self.attention(l, rearrange(v, 'b c h w -> b (h w) c'), need_weights)
         answer = self.o(x) if self.e is None else self.o(x) + self.e(rearrange(best, 'b m k -> b k m'))
         s = self.drop(F.gelu(self.s(l))) * self.drop(answer)
-        return self.drop(F.gelu(self.mm(s))), a if need_weights else None
+        return self.drop(F.gelu(self.mm(s))), a if need_weights else None, None if best is None else best.mean(1)
 
 # %% ../nbs/02_ivla.ipynb #3d47916c
 def ivla_by_hand(m, v, l):

@@ -9,7 +9,7 @@ __all__ = ['PRESETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'normalize', 'HSVLTConfig
 # %% ../nbs/05_model.ipynb #319f2882
 import dataclasses, torch, torch.nn as nn
 from dataclasses import dataclass
-from einops import repeat
+from einops import rearrange, repeat
 from torchvision.transforms import v2
 from .layers import PatchDown
 from .stem import ConvStem
@@ -44,7 +44,7 @@ class HSVLTConfig:
     qk_norm: bool = False                  # IVLA's logits: cosines times a learned temperature (an extension, 02_ivla)
     temperature_floor: float = 0.          # with qk_norm: the temperature never falls below this
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
-    stage_heads: bool = False              # a class-wise classifier on every stage's S too, for a per-stage loss in training
+    stage_heads: str = 'none'              # a classifier per stage too, for a per-stage loss: 'none' | 'features' (on S_i) | 'evidence' (on E_i, needs qk_norm)
 
     def __post_init__(self):
         for name in ('dims', 'depths'):
@@ -54,14 +54,16 @@ class HSVLTConfig:
             object.__setattr__(self, name, tuple(val))
         for c in self.dims:
             if c % self.num_heads: raise ValueError(f"num_heads={self.num_heads} does not divide the stage width {c}")
-        choices = dict(aggregation=Aggregation.modes, interaction=('ivla', 'late'), fold=('auto', 'folded', 'plain'), stem=('patch', 'conv'))
+        choices = dict(aggregation=Aggregation.modes, interaction=('ivla', 'late'), fold=('auto', 'folded', 'plain'), stem=('patch', 'conv'),
+                       stage_heads=('none', 'features', 'evidence'))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed: raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
         if not self.temperature_floor >= 0: raise ValueError(f"temperature_floor={self.temperature_floor!r}: expected a number >= 0")
         if (self.temperature_floor or self.match_evidence) and not self.qk_norm:
             raise ValueError(f"temperature_floor={self.temperature_floor!r}, match_evidence={self.match_evidence!r} need qk_norm=True")
-        if self.stage_heads and self.interaction == 'late' and self.aggregation == 'last':
-            raise ValueError("stage_heads=True needs an S at every stage: not with interaction='late' and aggregation='last'")
+        if self.stage_heads != 'none' and self.interaction == 'late' and self.aggregation == 'last':
+            raise ValueError(f"stage_heads={self.stage_heads!r} needs an S at every stage: not with interaction='late' and aggregation='last'")
+        if self.stage_heads == 'evidence' and not self.qk_norm: raise ValueError("stage_heads='evidence' needs qk_norm=True (its best match is a cosine)")
 
     @classmethod
     def preset(cls, name, **overrides):
@@ -125,7 +127,9 @@ class HSVLT(nn.Module):
         self.stages = nn.ModuleList(_stage(cfg, i, rates[starts[i]:starts[i] + d], i == 3, fused[i])
                                     for i, d in enumerate(cfg.depths))
         self.aggregate = Aggregation(cfg.aggregation, cfg.dims, len(label_embeddings))
-        self.stage_heads = nn.ModuleList(ClasswiseLinear(len(label_embeddings), c) for c in cfg.dims) if cfg.stage_heads else None
+        k = len(label_embeddings)
+        self.stage_heads = (None if cfg.stage_heads == 'none' else
+                            nn.ModuleList(ClasswiseLinear(k, c) if cfg.stage_heads == 'features' else ClasswiseLinear(k, 1) for c in cfg.dims))
         self.init_label_path()
 
     def init_label_path(self):
@@ -155,10 +159,12 @@ class HSVLT(nn.Module):
 
     def forward(self, images, stages=False):
         "Logits `(b, k)`; with `stages=True` also each stage's own logits `(b, 4, k)` from `stage_heads` (for a per-stage loss)."
-        s = [f.S for f in self.forward_features(images, need_weights=False)]
+        feats = self.forward_features(images, need_weights=False)
+        s = [f.S for f in feats]
         if not stages: return self.aggregate(s)
-        if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads=True")
-        return self.aggregate(s), torch.stack([head(si) for head, si in zip(self.stage_heads, s)], dim=1)
+        if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads='features' or 'evidence'")
+        x = s if self.cfg.stage_heads == 'features' else [rearrange(f.E, 'b k -> b k 1') for f in feats]
+        return self.aggregate(s), torch.stack([head(xi) for head, xi in zip(self.stage_heads, x)], dim=1)
 
 def _normal_fan_in(lin):
     nn.init.normal_(lin.weight, std=lin.weight.shape[1] ** -0.5)

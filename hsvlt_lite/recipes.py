@@ -40,7 +40,7 @@ DATA_KEYS = ('data', 'root', 'train_list', 'test_list', 'labels', 'img_size', 't
 
 # %% ../nbs/22_recipes.ipynb #83526b9c
 CHOICES = dict(data=DATASETS, preset=tuple(PRESETS), stem=('auto', 'patch', 'conv'), label_norm=('auto', 'on', 'off'),
-               aggregation=('csa', 'last', 'topdown'), interaction=('ivla', 'late'),
+               aggregation=('csa', 'last', 'topdown'), interaction=('ivla', 'late'), stage_heads=('features', 'evidence'),
                schedule=(None, 'cosine', 'plateau'), loss=('bce', 'asl'), amp=('none', 'bf16', 'fp16'))
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class Recipe:
     qk_norm: bool = False                  # IVLA on cosines times a learned temperature (an extension)
     temperature_floor: float = 0.          # with qk_norm: the lowest temperature
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
-    stage_loss: float = 0.                 # weight of a per-stage loss on every stage's own class-wise head (0: none)
+    stage_loss: float = 0.                 # weight of a per-stage loss on every stage's own classifier (0: none)
+    stage_heads: str = 'features'          # with stage_loss: what each stage's classifier reads, 'features' (S_i) | 'evidence' (E_i)
     embeddings: str = 'minilm'             # label vectors: an encoder name, 'onehot', or a FILE.pt holding (k, D)
     pretrained: str = 'none'               # 'none' | 'torchvision' (ImageNet ConvNeXt: tiny, small, base) | a facebookresearch ConvNeXt FILE.pth
     epochs: Optional[int] = None
@@ -200,7 +201,7 @@ def model_config(r, text_dim):
     sizes = {k: getattr(r, k) for k in ('dims', 'depths') if getattr(r, k) is not None}
     return HSVLTConfig.preset(r.preset, text_dim=text_dim, aggregation=r.aggregation, interaction=r.interaction,
                               visual_feedback=r.visual_feedback, qk_norm=r.qk_norm, temperature_floor=r.temperature_floor,
-                              match_evidence=r.match_evidence, stage_heads=r.stage_loss > 0, **switches, **sizes)
+                              match_evidence=r.match_evidence, stage_heads=r.stage_heads if r.stage_loss > 0 else 'none', **switches, **sizes)
 
 def convnext_file(path):
     "The state dict in a facebookresearch ConvNeXt checkpoint file (`--pretrained FILE.pth`); one-line errors for a missing or unreadable file."

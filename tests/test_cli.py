@@ -136,7 +136,7 @@ def test_attention_extensions_train_from_the_command_line(tmp_path):
     assert main(['train', '--data', 'emoji', *ARGS, *flags, '--epochs', '1', '--steps-per-epoch', '1', '--out', str(out)]) == 0
     metrics = json.loads((out / 'metrics.json').read_text())
     m, t = metrics['config']['model'], metrics['config']['train']
-    assert (m['qk_norm'], m['temperature_floor'], m['match_evidence'], m['stage_heads'], t['stage_loss']) == (True, 12.0, True, True, 0.5)
+    assert (m['qk_norm'], m['temperature_floor'], m['match_evidence'], m['stage_heads'], t['stage_loss']) == (True, 12.0, True, 'features', 0.5)
     assert '--qk-norm --temperature-floor 12.0 --match-evidence --stage-loss 0.5' in metrics['command']
     model, _ = load_model(out / 'model.pt')
     assert all(float(ivla.temperature().min()) >= 12 for ivla in (b.ivla for s in model.stages for b in s.blocks))

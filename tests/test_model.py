@@ -169,28 +169,52 @@ def test_any_tensor_is_logits_or_one_line(small_nano, shape, dtype):
 @pytest.mark.parametrize('heads', [1, 2])
 def test_selective_attention_and_stage_heads_have_no_dead_parameters(heads):
     "Every parameter of the extensions learns: IVLA's temperature and W_e through the logits, the stage heads through the per-stage logits."
-    cfg = HSVLTConfig.preset('nano', num_heads=heads, qk_norm=True, temperature_floor=2., match_evidence=True, stage_heads=True)
+    cfg = HSVLTConfig.preset('nano', num_heads=heads, qk_norm=True, temperature_floor=2., match_evidence=True, stage_heads='features')
+    assert_stage_heads_learn(cfg)
+    assert sum('temperature' in n for n, _ in HSVLT(cfg, unit_vectors(4)).named_parameters()) == sum(cfg.depths)
+    assert_stage_heads_learn(HSVLTConfig.preset('nano', num_heads=heads, qk_norm=True, stage_heads='evidence'))
+
+
+def assert_stage_heads_learn(cfg):
     model = HSVLT(cfg, unit_vectors(4)).train()
     z, zs = model(torch.randn(4, 3, 64, 64), stages=True)
     (z * torch.randn_like(z)).sum().add((zs * torch.randn_like(zs)).sum()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert sum('temperature' in n for n, _ in model.named_parameters()) == sum(cfg.depths)
 
 
 def test_stage_logits_are_each_stages_classwise_head():
-    model = HSVLT(HSVLTConfig.preset('nano', stage_heads=True), unit_vectors(5)).eval()
+    model = HSVLT(HSVLTConfig.preset('nano', stage_heads='features'), unit_vectors(5)).eval()
     x = torch.randn(2, 3, 64, 64)
     z, zs = model(x, stages=True)
     feats = model.forward_features(x)
     assert_close(z, model(x))
     for i, (f, head) in enumerate(zip(feats, model.stage_heads)):
         assert_close(zs[:, i], torch.einsum('bkc,kc->bk', f.S, head.weight) + head.bias, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match='stage_heads=True'): HSVLT(HSVLTConfig.preset('nano'), unit_vectors(5))(x, stages=True)
+    with pytest.raises(ValueError, match="stage_heads='features' or 'evidence'"): HSVLT(HSVLTConfig.preset('nano'), unit_vectors(5))(x, stages=True)
 
 
 @pytest.mark.parametrize('bad,match', [(dict(temperature_floor=3.), 'need qk_norm=True'), (dict(match_evidence=True), 'need qk_norm=True'),
                                        (dict(qk_norm=True, temperature_floor=-1.), 'temperature_floor=-1.0'),
-                                       (dict(stage_heads=True, interaction='late', aggregation='last'), 'stage_heads=True')])
+                                       (dict(stage_heads='features', interaction='late', aggregation='last'), 'needs an S at every stage'),
+                                       (dict(stage_heads='evidence'), "stage_heads='evidence' needs qk_norm=True"), (dict(stage_heads=True), 'stage_heads=True')])
 def test_extension_switches_fail_in_one_line(bad, match):
     with pytest.raises(ValueError, match=match): HSVLTConfig.preset('nano', **bad)
+
+
+def test_evidence_heads_read_each_stages_best_cosine_match():
+    "E of a stage is its last IVLA's largest query-key cosine (by hand, heads averaged); the evidence heads are affine in it."
+    torch.manual_seed(0)
+    model = HSVLT(HSVLTConfig.preset('nano', num_heads=2, qk_norm=True, stage_heads='evidence'), unit_vectors(5)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    captured = {}
+    last = model.stages[1].blocks[-1]
+    inner = last.ivla.forward_with_match
+    last.ivla.forward_with_match = lambda v, l, *a: captured.update(v=v, l=l) or inner(v, l, *a)
+    feats = model.forward_features(x)
+    p = captured['v'].flatten(2).transpose(1, 2)
+    q, k = (captured['l'] @ last.ivla.q.weight.T).reshape(2, 5, 2, 32), (p @ last.ivla.k.weight.T).reshape(2, -1, 2, 32)
+    cos = torch.einsum('bkhd,bnhd->bhkn', torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1))
+    assert_close(feats[1].E, cos.amax(-1).mean(1), rtol=1e-4, atol=1e-5)
+    z, zs = model(x, stages=True)
+    for i, (f, head) in enumerate(zip(feats, model.stage_heads)): assert_close(zs[:, i], f.E * head.weight[:, 0] + head.bias)

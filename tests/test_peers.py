@@ -89,5 +89,6 @@ def test_the_peers_label_attention_for_the_localisation_report():
 def test_the_attention_cures_are_hsvlt_train_with_their_switches():
     from hsvlt_lite.data import VOC_CLASSES
     net = build('evidence_floor', recipe('emoji', 'evidence_floor').resolved(), VOC_CLASSES)
-    assert (net.cfg.qk_norm, net.cfg.match_evidence, net.cfg.temperature_floor, net.cfg.stage_heads) == (True, True, 10., True)
+    assert (net.cfg.qk_norm, net.cfg.match_evidence, net.cfg.temperature_floor, net.cfg.stage_heads) == (True, True, 10., 'features')
     assert recipe('emoji', 'evidence').command() == 'hsvlt train --data emoji --qk-norm --match-evidence --stage-loss 1.0'
+    assert recipe('emoji', 'mil').command() == 'hsvlt train --data emoji --qk-norm --stage-loss 1.0 --stage-heads evidence'

@@ -197,8 +197,8 @@ def test_on_epoch_reports_join_the_records_and_leave_training_alone():
 
 @pytest.mark.parametrize('stage_loss', [0., 0.5])
 def test_train_step_with_a_per_stage_loss_is_the_hand_written_objective(stage_loss):
-    model = tiny(stage_heads=True)
-    ref = tiny(stage_heads=True)
+    model = tiny(stage_heads='features')
+    ref = tiny(stage_heads='features')
     x, y = data(8).tensors
     cfg = TrainConfig(clip=None, stage_loss=stage_loss)
     loss = train_step(model, (x, y), torch.optim.SGD(model.parameters(), lr=0.1), train_mod.make_loss('bce'), torch.amp.GradScaler('cpu', enabled=False), cfg, CPU)
