@@ -11,6 +11,7 @@ optimiser, EMA, schedule and history must equal the straight run's bit for bit. 
 import argparse, random, subprocess, sys, tempfile, time
 from pathlib import Path
 import torch
+from hsvlt_lite.checkpoints import RUN_LOCK, TMP_PREFIX
 
 ARGS = ['--epochs', '4', '--steps-per-epoch', '30', '--batch-size', '16', '--test-size', '128', '--ema']
 
@@ -51,7 +52,7 @@ def main():
             except subprocess.TimeoutExpired:
                 proc.kill(); proc.wait(); kills += 1
                 epoch = torch.load(ckpt, weights_only=True)['epoch'] if ckpt.exists() else None
-                left = sorted(p.name for p in out.glob('.*.tmp')) if out.exists() else []
+                left = sorted(p.name for p in out.glob(TMP_PREFIX + '*')) + sorted(p.name for p in out.glob(RUN_LOCK)) if out.exists() else []
                 print(f"kill {kills} (run {attempt}) after {wait:.1f} s: model.pt "
                       f"{'loads, epoch ' + str(epoch) if epoch is not None else 'not written yet'}{', left: ' + ', '.join(left) if left else ''}", flush=True)
                 continue

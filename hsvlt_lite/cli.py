@@ -4,21 +4,22 @@
 
 # %% auto #0
 __all__ = ['RECIPES_HELP', 'SCORE_KEYS', 'OUT_FORMATS', 'Parser', 'fail', 'image_size', 'number', 'add_data_args', 'build_parser',
-           'recipe_of', 'table', 'free_run_dir', 'train', 'evaluate_cmd', 'thresholds_of', 'write_predictions',
-           'predict', 'export_cmd', 'one_line', 'main']
+           'recipe_of', 'table', 'run_folder', 'train', 'data_line', 'evaluate_cmd', 'thresholds_of',
+           'write_predictions', 'predict', 'export_cmd', 'one_line', 'main']
 
 # %% ../nbs/23_cli.ipynb #6d55e22d
-import argparse, csv, dataclasses, io, json, math, sys, time, torch
+import argparse, csv, dataclasses, io, json, math, os, sys, time, torch
 import matplotlib.pyplot as plt
+from contextlib import nullcontext
 from pathlib import Path
 from .model import PRESETS
 from fastprogress.fastprogress import progress_bar
 from torch.utils.data import DataLoader
 from .data import ImageFiles, image_paths, eval_transform
-from .recipes import Recipe, DATASETS, run_recipe, test_set, score
+from .recipes import Recipe, BUNDLED, DATASETS, run_recipe, test_set, score
 from .metrics import multilabel_scores
 from .train import evaluate, check_device
-from .checkpoints import load_model, load_checkpoint, stored_thresholds, trained_size, check_writable, atomic_write, RUN_FILES
+from .checkpoints import load_model, load_checkpoint, stored_thresholds, trained_size, check_writable, atomic_write, claim_run_dir, claim_free_run_dir
 from .attention import plot_attention
 from .export import FORMATS, export_checkpoint
 
@@ -139,19 +140,18 @@ def table(metrics):
     return '\n'.join(rows)
 
 # %% ../nbs/23_cli.ipynb #9a27bef0
-def free_run_dir(base):
-    "`base`, or the first of `base-2`, `base-3`, ... that holds no run: the default run folder never replaces a run."
-    def holds_run(p): return p.exists() and (not p.is_dir() or any((p / n).exists() for n in RUN_FILES))
-    n = 1
-    while holds_run(base if n == 1 else base.with_name(f'{base.name}-{n}')): n += 1
-    return base if n == 1 else base.with_name(f'{base.name}-{n}')
+def run_folder(args, base):
+    "`hsvlt train`'s run folder, claimed for the run: `--out`, else the folder of `--resume`, else the first free of `base`, `base-2`, ... (under torchrun only rank 0 writes, and claims)."
+    out = args.out or (args.resume.parent if args.resume else None)
+    if int(os.environ.get('RANK', 0)) != 0: return nullcontext(out or base)
+    return claim_run_dir(out) if out else claim_free_run_dir(base)
 
 def train(args):
     "Train the recipe of the arguments in its run folder (`model.pt`, `metrics.json`, `attention.png`); print the report, ending `mAP: ...`."
     t_start = time.perf_counter()
     recipe = recipe_of(args)
-    out = args.out or (args.resume.parent if args.resume else free_run_dir(Path('runs') / f"{recipe.resolved().data}-{recipe.preset}"))
-    metrics = run_recipe(recipe, out, args.resume, overwrite=args.overwrite)
+    with run_folder(args, Path('runs') / f"{recipe.resolved().data}-{recipe.preset}") as out:
+        metrics = run_recipe(recipe, out, args.resume, overwrite=args.overwrite)
     if metrics is None: return 0                       # not rank 0
     print(table(metrics))
     if 'AP_by_size' in metrics: print('AP by object size: ' + '  '.join(f'{k} {v:.4f}' for k, v in metrics['AP_by_size'].items()))
@@ -161,10 +161,20 @@ def train(args):
     return 0
 
 # %% ../nbs/23_cli.ipynb #37c90c5c
+def data_line(r):
+    "Which data resolved recipe `r` scores, in one line: the bundled canvases, or the data set's files by absolute path."
+    if r.data in BUNDLED: return f"{r.data}: {r.test_size:,} test canvases of {r.img_size} px (seed 0)"
+    return f"{r.data} test set: " + ', '.join(f"{k.replace('_', ' ')} {os.path.abspath(getattr(r, k))}" for k in ('root', 'test_list', 'labels') if getattr(r, k) is not None)
+
 def evaluate_cmd(args):
-    "Score a checkpoint on the test set of its run (or of the data options given); print the metrics table."
+    "Score a checkpoint on the test set of its run (or of the data options given); print which data, then the metrics table."
     ckpt = load_checkpoint(args.ckpt)
-    r = recipe_of(args).resolved(ckpt.get('meta'))
+    given = recipe_of(args)
+    r = given.resolved(ckpt.get('meta'))
+    for k in ('root', 'test_list', 'labels'):          # the run's own data files, where it found them
+        if getattr(given, k) is None and getattr(r, k) is not None and not getattr(r, k).exists():
+            raise ValueError(f"the data of {str(args.ckpt)!r} has moved: {str(getattr(r, k))!r} does not exist (give its new place with --{k.replace('_', '-')})")
+    print(f"data: {data_line(r)}")
     test = test_set(r)
     if list(test.label_names) != ckpt['label_names']:
         raise ValueError(f"checkpoint {str(args.ckpt)!r} was trained on labels {ckpt['label_names']}, --data {r.data} has {list(test.label_names)}")

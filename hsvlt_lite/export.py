@@ -6,10 +6,10 @@
 __all__ = ['FORMATS', 'NEEDS', 'check_target', 'capture', 'export_model', 'load_exported', 'max_logit_error', 'export_checkpoint']
 
 # %% ../nbs/24_export.ipynb #01079f07
-import importlib.util, os, tempfile, torch
+import importlib.util, os, torch
 from pathlib import Path
 from torch.export import Dim
-from .checkpoints import atomic_write, load_checkpoint, load_model, trained_size
+from .checkpoints import atomic_write, load_checkpoint, load_model, temp_file, trained_size
 
 # %% ../nbs/24_export.ipynb #ef5b36f0
 FORMATS = {'onnx': '.onnx', 'pt2': '.pt2'}
@@ -74,7 +74,7 @@ def export_checkpoint(ckpt, out, fmt, img_size=None, weights='model', atol=1e-4)
     model, _ = load_model(ckpt, weights)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.name}.', suffix=f'.tmp{FORMATS[fmt]}')
+        fd, tmp = temp_file(out, FORMATS[fmt])         # the exporters want the format's suffix
         os.close(fd)
     except OSError as e: raise ValueError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
     try:

@@ -13,6 +13,7 @@ __all__ = ['DIGITS_DEFAULTS', 'EMOJI_DEFAULTS', 'SCRATCH_DEFAULTS', 'FINETUNE_DE
 import dataclasses, json, os, time, torch, torchvision
 import numpy as np
 import matplotlib.pyplot as plt
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,7 +27,7 @@ from .emoji import EmojiScenes
 from .labels import embed_labels
 from .metrics import average_precisions, mean_average_precision, multilabel_scores, best_f1_thresholds
 from .train import TrainConfig, fit, evaluate, seed_everything, check_device
-from .checkpoints import load_model, load_checkpoint, prepare_run_dir, atomic_write, set_thresholds
+from .checkpoints import load_model, load_checkpoint, claim_run_dir, prepare_run_dir, atomic_write, set_thresholds
 from .attention import plot_attention
 
 # %% ../nbs/22_recipes.ipynb #3690276d
@@ -260,8 +261,8 @@ def write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
 
 def recipe_meta(r):
-    "Recipe `r` as plain values, kept in the checkpoint."
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(r).items()}
+    "Recipe `r` as plain values, kept in the checkpoint; its data files (root, lists, labels) by absolute path, so that `hsvlt eval` from another folder scores the same data."
+    return {k: os.path.abspath(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(r).items()}
 
 def validation_set(r, test):
     "Data to choose per-class thresholds on, and a line naming it: bundled data, as many canvases as the test set drawn like it with seed 1 (the test set is seed 0); else the test set itself."
@@ -269,14 +270,14 @@ def validation_set(r, test):
         return BUNDLED[r.data][0]('test', n=r.test_size, size=r.img_size, seed=1), f"{r.test_size:,} validation canvases drawn like the {r.data} test set with another seed"
     return test, f"the test set ({r.data} has no validation split)"
 
-def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwrite=False, on_epoch=None):
-    "Train and score what `recipe` asks for, or the model `build(label_names)` returns; with `out`, keep the run there (a folder holding a run needs `resume` or `overwrite`); `on_epoch` goes to `fit`. Returns the metrics (`None` on processes other than rank 0)."
+def _run(recipe, out, resume, build, progress, overwrite, on_epoch):
     t_start = time.perf_counter()
     r = sized(recipe.resolved())
     if out is None and (resume is not None or r.ema): raise ValueError("resume and ema need a run folder (out)")
     check_device(r.device)                             # everything that can be checked before the work is
+    if resume is not None and load_checkpoint(resume)['rng'] is None:   # a readable checkpoint of this library, of a run
+        raise ValueError(f"checkpoint {str(resume)!r} holds no training state to resume from")
     if out is not None and int(os.environ.get('RANK', 0)) == 0: prepare_run_dir(out, resume, overwrite)
-    if resume is not None: load_checkpoint(resume)                # a readable checkpoint of this library
     test = test_set(r)
     names = list(test.label_names)
     train = train_set(r)
@@ -318,3 +319,8 @@ def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwri
         metrics['timings']['wall_seconds'] = time.perf_counter() - t_start
         write_json(Path(out) / 'metrics.json', metrics)
     return metrics
+
+def run_recipe(recipe, out=None, resume=None, build=None, progress=True, overwrite=False, on_epoch=None):
+    "Train and score what `recipe` asks for, or the model `build(label_names)` returns; with `out`, keep the run there, claimed for the run's life (`claim_run_dir`: a folder another process holds is refused; one holding a run needs `resume` or `overwrite`); `on_epoch` goes to `fit`. Returns the metrics (`None` on processes other than rank 0)."
+    with claim_run_dir(out) if out is not None and int(os.environ.get('RANK', 0)) == 0 else nullcontext():
+        return _run(recipe, out, resume, build, progress, overwrite, on_epoch)

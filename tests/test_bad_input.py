@@ -1,11 +1,13 @@
 """Bad input and a hostile environment, as a table: every case ends with one line `hsvlt: error: ...` that names what was
-wrong, exit code 2, before any training step; a run folder that holds a run is never replaced silently; a diverging run
-stops at once and leaves no non-finite weights behind."""
-import os, pytest, torch
+wrong, exit code 2, before any training step; a run folder that holds a run is never replaced silently, nor shared by
+two runs; only the project's own temporary files are ever removed; a diverging run stops at once and leaves no
+non-finite weights behind."""
+import json, os, subprocess, sys, time, pytest, torch
+from pathlib import Path
 from PIL import Image
 from hsvlt_lite import train as train_mod
-from hsvlt_lite.cli import main, free_run_dir
-from hsvlt_lite.checkpoints import save_checkpoint, load_checkpoint
+from hsvlt_lite.cli import main
+from hsvlt_lite.checkpoints import save_checkpoint, load_checkpoint, claim_free_run_dir, RUN_LOCK, TMP_PREFIX
 from hsvlt_lite.model import HSVLT, HSVLTConfig
 from hsvlt_lite.scenes import MultiScaleDigits
 
@@ -32,6 +34,7 @@ def files(tmp_path_factory):
     (d / 'dir.pt').mkdir()
     (d / 'afile').write_text('x')
     save_checkpoint(d / 'run' / 'model.pt', HSVLT(HSVLTConfig.preset('nano', dims=(8, 16, 24, 32)), torch.randn(10, 768)))
+    save_checkpoint(d / 'resumable' / 'model.pt', HSVLT(HSVLTConfig.preset('nano', dims=(8, 16, 24, 32)), torch.randn(10, 768)), rng=[train_mod.rng_state()])
     return d
 
 
@@ -80,6 +83,10 @@ CASES = [   # (id, argv as a function of the inputs folder, what the line must s
     ('out-holds-run', lambda d: ['train', '--out', str(d / 'run')], 'already holds a run (model.pt): continue it with --resume'),
     ('resume-missing', lambda d: ['train', '--resume', str(d / 'none.pt'), '--out', str(d / 'r1')], "none.pt' does not exist"),
     ('resume-garbage', lambda d: ['train', '--resume', str(d / 'garbage.pt'), '--out', str(d / 'r2')], "garbage.pt' is not a readable checkpoint"),
+    ('resume-weights-only', lambda d: ['train', '--resume', str(d / 'run' / 'model.pt')], "model.pt' holds no training state to resume from"),
+    ('resume-shipped', lambda d: ['train', '--data', 'emoji', '--resume', 'emoji-nano', '--out', str(d / 'r3')], "'emoji-nano' holds no training state to resume from"),
+    ('resume-into-another-run', lambda d: ['train', '--resume', str(d / 'resumable' / 'model.pt'), '--out', str(d / 'run')],
+     f"continues the run in '{{}}'; to write it into --out '{{}}' instead, add --overwrite"),
     ('eval-missing', lambda d: ['eval', '--ckpt', str(d / 'none.pt')], "none.pt' does not exist"),
     ('eval-garbage', lambda d: ['eval', '--ckpt', str(d / 'garbage.pt')], "garbage.pt' is not a readable checkpoint"),
     ('predict-missing', lambda d: ['predict', '--ckpt', 'emoji-nano', str(d / 'nothere.png')], 'nothere.png'),
@@ -97,14 +104,19 @@ def test_bad_input_is_one_line_before_any_step(argv, message, files, capsys, mon
     try: code = main(argv(files))
     except SystemExit as e: code = e.code
     err = capsys.readouterr().err
+    message = message.format(files / 'resumable', files / 'run')
     assert code == 2 and err.count('\n') == 1 and err.startswith('hsvlt: error: ') and message in err, err
     assert (files / 'run' / 'model.pt').read_bytes() == run and os.listdir(files / 'run') == ['model.pt']
+    assert not [p for p in files.rglob('*') if p.name == RUN_LOCK or p.name.startswith(TMP_PREFIX)]   # no claim, no temporary file left
 
+
+def free_run_dir(base):
+    with claim_free_run_dir(base) as out: return out
 
 def test_the_default_run_folder_never_replaces_a_run(tmp_path):
     base = tmp_path / 'runs' / 'digits-nano'
-    assert free_run_dir(base) == base
-    base.mkdir(parents=True); assert free_run_dir(base) == base           # an empty folder holds no run
+    assert free_run_dir(base) == base and not base.exists()                 # made for the claim, left empty: removed
+    base.mkdir(parents=True); assert free_run_dir(base) == base and os.listdir(base) == []   # an empty folder holds no run
     (base / 'metrics.json').write_text('{}')
     assert free_run_dir(base) == base.with_name('digits-nano-2')
     (tmp_path / 'runs' / 'digits-nano-2').mkdir(); (tmp_path / 'runs' / 'digits-nano-2' / 'model.pt').write_text('x')
@@ -115,11 +127,11 @@ def test_overwrite_replaces_the_run_and_cleans_a_crashed_save(tmp_path, capsys):
     out = tmp_path / 'run'
     assert main(['train', *SHORT, '--out', str(out)]) == 0
     first = (out / 'model.pt').read_bytes()
-    (out / '.model.pt.x1y2.tmp').write_bytes(b'half')                       # what kill -9 during a save leaves
+    left = out / f'{TMP_PREFIX}{dead_pid()}-x1y2z3-model.pt'; left.write_bytes(b'half')   # what kill -9 during a save leaves
     assert main(['train', *SHORT, '--out', str(out)]) == 2                   # refused, left as it was
     assert (out / 'model.pt').read_bytes() == first
     assert main(['train', *SHORT, '--seed', '1', '--out', str(out), '--overwrite']) == 0
-    assert (out / 'model.pt').read_bytes() != first and not list(out.glob('.*.tmp'))
+    assert (out / 'model.pt').read_bytes() != first and not left.exists() and not list(out.glob(TMP_PREFIX + '*'))
     assert oct((out / 'model.pt').stat().st_mode & 0o777) == oct((out / 'metrics.json').stat().st_mode & 0o777)
 
 
@@ -174,4 +186,96 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, ca
     assert main(['train', *SHORT, '--epochs', '2', '--resume', str(out / 'model.pt')]) == 2
     err = capsys.readouterr().err
     assert err == f"hsvlt: error: cannot write {str(out / 'model.pt')!r}: No space left on device\n"
-    assert (out / 'model.pt').read_bytes() == good and not list(out.glob('.*.tmp'))
+    assert (out / 'model.pt').read_bytes() == good and not list(out.glob(TMP_PREFIX + '*'))
+
+
+# Run folders shared by processes, and files that are not ours. `hsvlt` runs as a separate process here, as a user runs it.
+HSVLT_CMD = [sys.executable, '-c', 'import sys; from hsvlt_lite.cli import main; sys.exit(main())']
+
+def hsvlt(*argv, cwd):
+    return subprocess.Popen([*HSVLT_CMD, *map(str, argv)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+def dead_pid():
+    "The id of a process that has ended (and names no process now)."
+    p = subprocess.Popen([sys.executable, '-c', '']); p.wait()
+    return p.pid
+
+def wait_for(path, proc, timeout=120):
+    "Wait until `path` exists (while `proc` runs)."
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, f'{path} did not appear'
+        time.sleep(0.02)
+
+def one_run(folder, seed):
+    "The run in `folder` is whole and is the run of `seed`: its checkpoint, its metrics and its picture."
+    ckpt, metrics = load_checkpoint(folder / 'model.pt'), json.loads((folder / 'metrics.json').read_text())
+    assert ckpt['meta']['seed'] == metrics['config']['args']['seed'] == seed and ckpt['epoch'] == 1
+    assert ckpt['thresholds'] is not None and (folder / 'attention.png').read_bytes()[:4] == b'\x89PNG'
+    assert sorted(os.listdir(folder)) == ['attention.png', 'metrics.json', 'model.pt']   # no claim, no temporary file left
+
+
+def test_runs_started_together_get_a_folder_each(tmp_path):
+    runs = [hsvlt('train', *SHORT, '--seed', seed, cwd=tmp_path) for seed in (1, 2, 3)]
+    outs = [r.communicate(timeout=600) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0, 0], outs
+    folders = [next(l for l in out.splitlines() if l.startswith('run: ')).split()[1] for out, _ in outs]
+    assert sorted(folders) == ['runs/digits-nano', 'runs/digits-nano-2', 'runs/digits-nano-3'], folders
+    for folder, seed in zip(folders, (1, 2, 3)): one_run(tmp_path / folder, seed)
+
+
+def test_a_folder_in_use_is_refused_and_left_to_its_run(tmp_path, capsys):
+    out = tmp_path / 'run'
+    first = hsvlt('train', *SHORT, '--steps-per-epoch', '10', '--seed', '1', '--out', out, cwd=tmp_path)
+    wait_for(out / RUN_LOCK, first)
+    assert (out / RUN_LOCK).read_text() == f'{first.pid}\n'
+    assert main(['train', *SHORT, '--seed', '2', '--out', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"hsvlt: error: run folder {str(out)!r} is in use by process {first.pid} (it holds {str(out / RUN_LOCK)!r}): "
+                   "wait for that run to end, or choose another --out\n")
+    assert first.wait(timeout=600) == 0, first.communicate()
+    one_run(out, 1)
+
+
+def test_the_claim_of_a_killed_run_is_taken_over(tmp_path, capsys):
+    out = tmp_path / 'run'
+    killed = hsvlt('train', *SHORT, '--steps-per-epoch', '400', '--out', out, cwd=tmp_path)
+    wait_for(out / RUN_LOCK, killed)
+    killed.kill(); killed.wait()                                           # kill -9: its lock file stays, holding its id
+    assert (out / RUN_LOCK).read_text() == f'{killed.pid}\n' and not (out / 'model.pt').exists()
+    assert main(['train', *SHORT, '--seed', '1', '--out', str(out)]) == 0
+    one_run(out, 1)
+    (out / RUN_LOCK).write_text(f'{dead_pid()}\n')                          # a lock file of a dead process, written by hand
+    assert main(['train', *SHORT, '--seed', '2', '--out', str(out), '--overwrite']) == 0
+    one_run(out, 2)
+
+
+def test_only_the_projects_own_leftovers_are_removed(tmp_path, capsys, monkeypatch):
+    mine = {'.my-notes.tmp': 'notes', '.draft.tmp': 'draft', '.thesis.tmp': 'thesis', '.model.pt.x1y2.tmp': 'mine too',
+            f'{TMP_PREFIX}notapid-model.pt': 'also mine'}
+    out = tmp_path / 'userfolder'; out.mkdir()
+    for name, text in mine.items(): (out / name).write_text(text)
+    writing = out / f'{TMP_PREFIX}{os.getpid()}-abc-model.pt'; writing.write_text('a live write')   # a write in progress
+    left = out / f'{TMP_PREFIX}{dead_pid()}-abc-model.pt'; left.write_text('half')                  # a killed write
+    assert main(['train', *SHORT, '--out', str(out)]) == 0
+    assert {n: (out / n).read_text() for n in mine} == mine and writing.exists() and not left.exists()
+    monkeypatch.chdir(out)                                                  # a resume of a shipped model, whose folder is '.'
+    assert main(['train', '--data', 'emoji', '--resume', 'emoji-nano']) == 2
+    assert capsys.readouterr().err == "hsvlt: error: checkpoint 'emoji-nano' holds no training state to resume from\n"
+    assert {n: (out / n).read_text() for n in mine} == mine and writing.exists() and not (out / RUN_LOCK).exists()
+
+
+def test_a_resume_writes_into_another_folder_only_with_overwrite(tmp_path, capsys):
+    a, b = tmp_path / 'dA', tmp_path / 'dB'
+    for folder, seed in ((a, 1), (b, 2)): assert main(['train', *SHORT, '--seed', str(seed), '--out', str(folder)]) == 0
+    before = {folder: {n: (folder / n).read_bytes() for n in os.listdir(folder)} for folder in (a, b)}
+    capsys.readouterr()
+    assert main(['train', *SHORT, '--epochs', '2', '--resume', str(a / 'model.pt'), '--out', str(b)]) == 2
+    assert capsys.readouterr().err == (f"hsvlt: error: --resume {str(a / 'model.pt')!r} continues the run in {str(a)!r}; "
+                                       f"to write it into --out {str(b)!r} instead, add --overwrite\n")
+    assert {folder: {n: (folder / n).read_bytes() for n in os.listdir(folder)} for folder in (a, b)} == before
+    assert main(['train', *SHORT, '--epochs', '2', '--resume', str(a / 'model.pt'), '--out', str(b), '--overwrite']) == 0
+    resumed = load_checkpoint(b / 'model.pt')
+    assert resumed['epoch'] == 2 and resumed['history'][0] == load_checkpoint(a / 'model.pt')['history'][0]   # dA's run, continued
+    assert {n: (a / n).read_bytes() for n in os.listdir(a)} == before[a]     # the resumed run's own folder is as it was

@@ -4,7 +4,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_recall_
 from pathlib import Path
 from PIL import Image
 from hsvlt_lite.cli import main
-from hsvlt_lite.data import VOC_CLASSES, eval_transform
+from hsvlt_lite.data import VOC_CLASSES, ListFileDataset, eval_transform
 from hsvlt_lite.scenes import MultiScaleDigits, FreshCanvases
 from hsvlt_lite.emoji import EmojiScenes
 from hsvlt_lite.metrics import mean_average_precision
@@ -40,7 +40,35 @@ def test_train_writes_checkpoint_metrics_and_picture(run, capsys):
 def test_eval_prints_the_same_map(run, capsys):
     metrics = json.loads((run / 'metrics.json').read_text())
     assert main(['eval', '--ckpt', str(run / 'model.pt')]) == 0
-    assert f"mAP   {metrics['raw']['mAP']:.4f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith('data: digits: 128 test canvases of 64 px (seed 0)\n') and f"mAP   {metrics['raw']['mAP']:.4f}" in out
+
+
+def test_a_run_remembers_its_data_by_absolute_path(tmp_path, monkeypatch, capsys):
+    for place, seed in (('a', 3), ('b', 4)):                               # two folders, each with a data set of its own in ds/
+        MultiScaleDigits('train', n=32, size=64, seed=seed).save_list(tmp_path / place / 'ds', 'train')
+        MultiScaleDigits('test', n=48, size=64, seed=seed).save_list(tmp_path / place / 'ds', 'test')
+    monkeypatch.chdir(tmp_path / 'a')
+    relative = ['--data', 'list', '--root', 'ds', '--train-list', 'ds/train.txt', '--test-list', 'ds/test.txt', '--labels', 'ds/labels.txt']
+    assert main(['train', *relative, '--img-size', '64', '--epochs', '1', '--batch-size', '8', '--out', 'run']) == 0
+    ds, ckpt = tmp_path / 'a' / 'ds', tmp_path / 'a' / 'run' / 'model.pt'
+    meta = load_checkpoint(ckpt)['meta']
+    assert [meta[k] for k in ('root', 'train_list', 'test_list', 'labels')] == [str(ds), str(ds / 'train.txt'), str(ds / 'test.txt'), str(ds / 'labels.txt')]
+    model, _ = load_model(ckpt)
+    def our_map(root):                                                     # scikit-learn's mAP of the run's model on the data in `root`
+        scores, targets = evaluate(model, ListFileDataset(root, root / 'test.txt', root / 'labels.txt', eval_transform(64)))
+        return np.mean([average_precision_score(targets[:, c], scores[:, c]) for c in range(10) if targets[:, c].any()])
+    assert abs(our_map(ds) - our_map(tmp_path / 'b' / 'ds')) > 1e-3       # the two data sets score apart
+
+    monkeypatch.chdir(tmp_path / 'b'); capsys.readouterr()                 # from another folder that has a ds/ of its own
+    assert main(['eval', '--ckpt', str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"data: list test set: root {ds}, test list {ds / 'test.txt'}, labels {ds / 'labels.txt'}\n")
+    assert f"mAP   {our_map(ds):.4f}" in out
+
+    ds.rename(tmp_path / 'a' / 'moved')                                    # the data set moves
+    assert main(['eval', '--ckpt', str(ckpt)]) == 2
+    assert capsys.readouterr().err == f"hsvlt: error: the data of {str(ckpt)!r} has moved: {str(ds)!r} does not exist (give its new place with --root)\n"
 
 
 def test_predict_prints_the_models_probabilities(run, tmp_path, capsys):

@@ -355,7 +355,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, s
     shutil.copy(tmp_path / 'crashed' / 'model.pt', tmp_path / 'epoch2.pt')
     torch.manual_seed(1234); np.random.seed(1234); random.seed(1234)
     resumed = tiny(seed=7, **kw)                                                # a new model object with other weights
-    h_resumed = fit(resumed, train, test, cfg, out_dir=tmp_path / 'crashed', resume=tmp_path / 'epoch2.pt')
+    h_resumed = fit(resumed, train, test, cfg, out_dir=tmp_path / 'crashed', resume=tmp_path / 'epoch2.pt', overwrite=True)   # another folder's checkpoint
 
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()): assert_close(q, p, rtol=0, atol=0, msg=name)
     a, b = (torch.load(tmp_path / run / 'model.pt', weights_only=True) for run in ('straight', 'crashed'))
