@@ -146,7 +146,7 @@ class HSVLT(nn.Module):
             nn.init.normal_(head.weight, std=head.weight.shape[1] ** -0.5); nn.init.zeros_(head.bias)
 
     def forward_features(self, images, need_weights=True):
-        "Per stage `Features(V, L, S, A)`: V `b c h w`, L and S `b k c`, A `b m k n` (None unless `need_weights`)."
+        "Per stage `Features(V, L, S, A, E)`: V `b c h w`, L and S `b k c`, A `b m k n` (None unless `need_weights`), E `b k` (with `qk_norm`)."
         check_images(images)
         images = images.to(self.label_embeddings.dtype)              # e.g. float64 images into a float32 model
         e = repeat(self.label_embeddings, 'k e -> b k e', b=images.shape[0])
