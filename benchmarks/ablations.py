@@ -126,9 +126,14 @@ def run(data, model, seed, steps_per_epoch, log=sys.stdout):
             net = built[-1]
     steps = r.resolved().steps_per_epoch * r.resolved().epochs
     command = r.command() if model in SWITCHES else f'python benchmarks/ablations.py run --data {data} --model {model} --seed {seed} --steps {steps}'
-    return dict(mAP=m['mAP'], AP=m['AP'], AP_by_size=m['AP_by_size'], history=m['history'], params=m['params'], command=command,
-                checkpoint=out and str(out / 'model.pt'), data=data, model=model, seed=seed, steps=steps,
-                wall_seconds=time.perf_counter() - t0, train_seconds=m['timings']['train_seconds'], localisation=localisation(net, data))
+    return make_record(m, net, command, out and str(out / 'model.pt'), data, model, seed, steps, time.perf_counter() - t0)
+
+
+def make_record(metrics, net, command, checkpoint, data, model, seed, steps, wall_seconds):
+    "A stored run: the metrics of `run_recipe` (or a run's metrics.json), how it was made, and the localisation report of its trained `net`."
+    return dict(mAP=metrics['mAP'], AP=metrics['AP'], AP_by_size=metrics['AP_by_size'], history=metrics['history'], params=metrics['params'],
+                command=command, checkpoint=checkpoint, data=data, model=model, seed=seed, steps=steps, wall_seconds=wall_seconds,
+                train_seconds=metrics['timings']['train_seconds'], localisation=localisation(net, data))
 
 
 def record_run(data, model, seed, folder):
@@ -138,10 +143,8 @@ def record_run(data, model, seed, folder):
     want = r.command()
     if metrics['command'] != want: raise SystemExit(f"{folder}: its command {metrics['command']!r} is not {model}'s recipe {want!r}")
     steps = r.resolved().steps_per_epoch * r.resolved().epochs
-    return dict(mAP=metrics['mAP'], AP=metrics['AP'], AP_by_size=metrics['AP_by_size'], history=metrics['history'], params=metrics['params'],
-                command=want, checkpoint=str(Path(folder) / 'model.pt'), data=data, model=model, seed=seed, steps=steps,
-                wall_seconds=metrics['timings']['wall_seconds'], train_seconds=metrics['timings']['train_seconds'],
-                localisation=localisation(load_model(Path(folder) / 'model.pt')[0], data))
+    checkpoint = Path(folder) / 'model.pt'
+    return make_record(metrics, load_model(checkpoint)[0], want, str(checkpoint), data, model, seed, steps, metrics['timings']['wall_seconds'])
 
 
 def localise(data, model, seed, checkpoint):
