@@ -7,14 +7,14 @@ __all__ = ['PRESETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'normalize', 'HSVLTConfig
            'check_images', 'HSVLT']
 
 # %% ../nbs/05_model.ipynb #319f2882
-import dataclasses, torch, torch.nn as nn
+import copy, dataclasses, torch, torch.nn as nn
 from dataclasses import dataclass
 from einops import rearrange, repeat
 from torchvision.transforms import v2
 from .layers import PatchDown
 from .stem import ConvStem
 from .blocks import InteractionBlock, Stage
-from .csa import Aggregation, ClasswiseLinear
+from .csa import Aggregation, ClasswiseLinear, SharedLinear
 from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/05_model.ipynb #08163406
@@ -45,6 +45,7 @@ class HSVLTConfig:
     temperature_floor: float = 0.          # with qk_norm: the temperature never falls below this
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
     stage_heads: str = 'none'              # a classifier per stage too, for a per-stage loss: 'none' | 'features' (on S_i) | 'evidence' (on E_i, needs qk_norm)
+    head: str = 'classwise'                # 'classwise': a weight vector per label (the reference) | 'shared': one for all, so any label can be scored
 
     def __post_init__(self):
         for name in ('dims', 'depths'):
@@ -55,7 +56,7 @@ class HSVLTConfig:
         for c in self.dims:
             if c % self.num_heads: raise ValueError(f"num_heads={self.num_heads} does not divide the stage width {c}")
         choices = dict(aggregation=Aggregation.modes, interaction=('ivla', 'late'), fold=('auto', 'folded', 'plain'), stem=('patch', 'conv'),
-                       stage_heads=('none', 'features', 'evidence'))
+                       stage_heads=('none', 'features', 'evidence'), head=Aggregation.heads)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed: raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
         if not self.temperature_floor >= 0: raise ValueError(f"temperature_floor={self.temperature_floor!r}: expected a number >= 0")
@@ -126,10 +127,10 @@ class HSVLT(nn.Module):
         fused = [cfg.aggregation != 'last' or i == 3 for i in range(4)]
         self.stages = nn.ModuleList(_stage(cfg, i, rates[starts[i]:starts[i] + d], i == 3, fused[i])
                                     for i, d in enumerate(cfg.depths))
-        self.aggregate = Aggregation(cfg.aggregation, cfg.dims, len(label_embeddings))
+        self.aggregate = Aggregation(cfg.aggregation, cfg.dims, len(label_embeddings), cfg.head)
         k = len(label_embeddings)
-        self.stage_heads = (None if cfg.stage_heads == 'none' else
-                            nn.ModuleList(ClasswiseLinear(k, c) if cfg.stage_heads == 'features' else ClasswiseLinear(k, 1) for c in cfg.dims))
+        head = (lambda c: ClasswiseLinear(k, c)) if cfg.head == 'classwise' else SharedLinear
+        self.stage_heads = None if cfg.stage_heads == 'none' else nn.ModuleList(head(c if cfg.stage_heads == 'features' else 1) for c in cfg.dims)
         self.init_label_path()
 
     def init_label_path(self):
@@ -144,6 +145,17 @@ class HSVLT(nn.Module):
         for gate in (m for m in self.modules() if isinstance(m, LabelGate)): gate.fc2.weight.data.mul_(0.1)
         for head in [self.aggregate.head, *(self.stage_heads or [])]:
             nn.init.normal_(head.weight, std=head.weight.shape[1] ** -0.5); nn.init.zeros_(head.bias)
+
+    def with_labels(self, label_embeddings):
+        """A copy of this network that reads the label vectors `label_embeddings` `(k', text_dim)` instead of its own: it scores
+        those labels, trained on or not. Needs `head='shared'` (a class-wise head has weights only for the labels it was
+        trained with). Without visual feedback a label's score does not depend on the other labels of the set."""
+        if self.cfg.head != 'shared':
+            raise ValueError("with_labels needs a model with head='shared': this one's class-wise head has a weight vector for each trained label and none for another")
+        check_embeddings(label_embeddings, self.cfg)
+        other = copy.deepcopy(self)
+        other.label_embeddings = label_embeddings.detach().clone().to(self.label_embeddings)
+        return other
 
     def forward_features(self, images, need_weights=True):
         "Per stage `Features(V, L, S, A, E)`: V `b c h w`, L and S `b k c`, A `b m k n` (None unless `need_weights`), E `b k` (with `qk_norm`)."

@@ -221,9 +221,11 @@ def build_model(r, e):
 
 # %% ../nbs/22_recipes.ipynb #393a2cfa
 def set_prior(bias, targets):
-    "Set a head's `bias` to the logit of each label's frequency in `targets` (ignored entries, -1, left out): the model starts at the base rates."
+    """Set a head's `bias` to the logit of each label's frequency in `targets` (ignored entries, -1, left out): the model starts at
+    the base rates. A head shared by all labels (one bias) starts at the frequency of all labels together."""
     known = targets >= 0
-    p = ((targets == 1) & known).sum(0) / known.sum(0).clamp_min(1)
+    dims = 0 if bias.numel() == targets.shape[1] else (0, 1)
+    p = ((targets == 1) & known).sum(dims) / known.sum(dims).clamp_min(1)
     with torch.no_grad(): bias.copy_(torch.logit(p.clamp(1e-3, 1 - 1e-3)))
 
 def prior_targets(r, train):
