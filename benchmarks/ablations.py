@@ -76,18 +76,21 @@ def save(results):
     os.replace(tmp, RESULTS)
 
 
-def probe(data, models=MODELS, rounds=120, warmup=3):
-    "Median seconds of one training step (batch making included) of each of `models` and `hsvlt`, in interleaved rounds."
+def probe(data, models=MODELS, rounds=120, warmup=3, make=None):
+    """Median seconds of one training step (batch making included) of each of `models` and `hsvlt`, in interleaved rounds.
+    `make(m, names)`: model `m`'s fresh network and resolved recipe (default: this contest's `build` and `recipe`)."""
     models = ('hsvlt', *(m for m in models if m != 'hsvlt'))
     r = recipe(data).resolved()
     names = list(BUNDLED[data][0].label_names)
     cfg = train_config(r, progress=False)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    make = make or (lambda m, names: (build(m, recipe(data, m).resolved(), names), recipe(data, m).resolved()))
     steps = {}
     for m in models:
-        net = build(m, recipe(data, m).resolved(), names).to(memory_format=fmt)
+        net, rm = make(m, names)
+        net = net.to(memory_format=fmt)
         batches = iter(DataLoader(BUNDLED[data][0]('train', n=0, size=r.img_size).fresh(r.batch_size, None, seed=10_000), batch_size=None))
-        cfg_m = train_config(recipe(data, m).resolved(), progress=False)          # a per-stage loss is part of the step
+        cfg_m = train_config(rm, progress=False)                                 # a per-stage loss is part of the step
         opt, loss = make_optimizer(net, cfg_m), make_loss(cfg_m.loss)
         scaler = torch.amp.GradScaler('cpu', enabled=False)
         steps[m] = lambda net=net, batches=batches, opt=opt, loss=loss, scaler=scaler, cfg_m=cfg_m: train_step(net, next(batches), opt, loss, scaler, cfg_m, torch.device('cpu'))

@@ -9,12 +9,20 @@
   tokens are attended by a few learned group queries in one cross-attention-only decoder layer (no
   self-attention), and each query's output is read by its own linear layer into the logits of its group
   of labels ("group decoding").
+
+Open-vocabulary peers, which read each label's text vector and so can score labels they never trained on
+(`with_labels`), on the same visual stages:
+- `OpenMLDecoder`: ML-Decoder's zero-shot form: one query per label, a shared linear projection of its text vector,
+  the same cross-attention decoder layer, and one linear layer shared by all labels.
+- `TextDot`: CLIP-style: the pooled image and each label's text vector, each projected into one space; the logit
+  is their cosine times a learned scale, plus a bias.
 """
-import torch, torch.nn as nn
+import copy, math, torch, torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 from hsvlt_lite.layers import PatchDown, ConvNeXtBlock
 from hsvlt_lite.stem import ConvStem
-from hsvlt_lite.csa import ClasswiseLinear
+from hsvlt_lite.csa import ClasswiseLinear, SharedLinear
 from hsvlt_lite.model import HSVLTConfig
 from hsvlt_lite.blocks import Features
 
@@ -106,3 +114,62 @@ class MLDecoder(nn.Module):
 
 
 PEERS = {'convnext': PooledConvNeXt, 'q2l': Query2Label, 'mldecoder': MLDecoder}
+
+
+class OpenPeer(nn.Module):
+    "A model that reads label vectors `(k, D)` from its buffer `label_embeddings`; `with_labels` swaps them."
+    def __init__(self, label_embeddings):
+        super().__init__()
+        self.register_buffer('label_embeddings', label_embeddings.detach().clone().float())
+
+    def with_labels(self, label_embeddings):
+        "A copy of this network reading other label vectors: it scores those labels."
+        other = copy.deepcopy(self)
+        other.label_embeddings = label_embeddings.detach().clone().to(self.label_embeddings)
+        return other
+
+
+class OpenMLDecoder(OpenPeer):
+    "ML-Decoder's zero-shot form on HSVLT-nano's visual stages: label queries projected from the text vectors, cross-attention + MLP, a shared linear layer."
+    def __init__(self, label_embeddings, d=128, heads=4, cfg=NANO):
+        super().__init__(label_embeddings)
+        self.features, self.proj, self.query = visual_stages(cfg), nn.Linear(cfg.dims[-1], d), nn.Linear(label_embeddings.shape[1], d)
+        self.norm_q, self.norm_kv, self.norm_mlp = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.head = SharedLinear(d)
+
+    def decode(self, x, need_weights=False):
+        "The visual map, the label queries entering the decoder and leaving it (`b k d`), and, if asked, the cross-attention weights (`b m k n`)."
+        v = self.features(x)
+        t = self.norm_kv(self.proj(rearrange(v, 'b c h w -> b (h w) c')))
+        q = self.query(self.label_embeddings).expand(len(x), -1, -1)
+        attended, a = self.attn(self.norm_q(q), t, t, need_weights=need_weights, average_attn_weights=False)
+        out = q + attended
+        return v, q, out + self.mlp(self.norm_mlp(out)), a
+
+    def forward(self, x): return self.head(self.decode(x)[2])
+
+    def forward_features(self, x, need_weights=True):
+        "The decoder as one stage's `Features` (for `hsvlt_lite.localisation`)."
+        v, q, out, a = self.decode(x, need_weights=True)
+        return [Features(v, q, out, a)]
+
+
+class TextDot(OpenPeer):
+    "CLIP-style on HSVLT-nano's visual stages: cosine of the projected pooled image and each projected label vector, times a learned scale, plus a bias."
+    def __init__(self, label_embeddings, d=128, cfg=NANO):
+        super().__init__(label_embeddings)
+        self.features, self.norm = visual_stages(cfg), nn.LayerNorm(cfg.dims[-1])
+        self.image, self.text = nn.Linear(cfg.dims[-1], d), nn.Linear(label_embeddings.shape[1], d)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.)))
+        self.head = nn.Module()                                               # the bias that `set_prior` sets, as `.head.bias`
+        self.head.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        img = F.normalize(self.image(self.norm(self.features(x).mean((-2, -1)))), dim=-1)
+        txt = F.normalize(self.text(self.label_embeddings), dim=-1)
+        return self.log_scale.exp() * img @ txt.T + self.head.bias
+
+
+OPEN_PEERS = {'open_mldecoder': OpenMLDecoder, 'textdot': TextDot}

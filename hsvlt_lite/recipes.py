@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['DIGITS_DEFAULTS', 'EMOJI_DEFAULTS', 'SCRATCH_DEFAULTS', 'FINETUNE_DEFAULTS', 'BUNDLED', 'DATASETS', 'DATA_KEYS',
-           'CHOICES', 'SCRATCH_MIN_AREA', 'CONV_STEM_MAX', 'Recipe', 'test_set', 'train_set', 'label_vectors',
-           'torchvision_convnext', 'typical_size', 'sized', 'model_config', 'convnext_file', 'build_model', 'set_prior',
-           'prior_targets', 'head_bias', 'train_config', 'score', 'write_json', 'recipe_meta', 'validation_set',
-           'run_recipe']
+           'CHOICES', 'SCRATCH_MIN_AREA', 'CONV_STEM_MAX', 'Recipe', 'test_set', 'train_set', 'hide_labels',
+           'hidden_targets', 'HiddenItems', 'HiddenStream', 'label_vectors', 'torchvision_convnext', 'typical_size',
+           'sized', 'model_config', 'convnext_file', 'build_model', 'set_prior', 'prior_targets', 'head_bias',
+           'train_config', 'score', 'write_json', 'recipe_meta', 'validation_set', 'run_recipe']
 
 # %% ../nbs/22_recipes.ipynb #a27a413e
 import dataclasses, json, os, time, torch, torchvision
@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .model import HSVLT, HSVLTConfig, PRESETS
 from .weights import load_convnext
 from PIL import Image
@@ -42,7 +42,7 @@ DATA_KEYS = ('data', 'root', 'train_list', 'test_list', 'labels', 'img_size', 't
 # %% ../nbs/22_recipes.ipynb #83526b9c
 CHOICES = dict(data=DATASETS, preset=tuple(PRESETS), stem=('auto', 'patch', 'conv'), label_norm=('auto', 'on', 'off'),
                aggregation=('csa', 'last', 'topdown'), interaction=('ivla', 'late'), stage_heads=('features', 'evidence'),
-               schedule=(None, 'cosine', 'plateau'), loss=('bce', 'asl'), amp=('none', 'bf16', 'fp16'))
+               schedule=(None, 'cosine', 'plateau'), loss=('bce', 'asl'), amp=('none', 'bf16', 'fp16'), head=('classwise', 'shared'))
 
 @dataclass(frozen=True)
 class Recipe:
@@ -68,6 +68,8 @@ class Recipe:
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
     stage_loss: float = 0.                 # weight of a per-stage loss on every stage's own classifier (0: none)
     stage_heads: str = 'features'          # with stage_loss: what each stage's classifier reads, 'features' (S_i) | 'evidence' (E_i)
+    head: str = 'classwise'                # 'classwise' (the reference) | 'shared': one classifier for all labels, which can score new ones
+    unseen: tuple = ()                     # label names never given in training (their targets ignored): a zero-shot test; needs head 'shared'
     embeddings: str = 'minilm'             # label vectors: an encoder name, 'onehot', or a FILE.pt holding (k, D)
     pretrained: str = 'none'               # 'none' | 'torchvision' (ImageNet ConvNeXt: tiny, small, base) | a facebookresearch ConvNeXt FILE.pth
     epochs: Optional[int] = None
@@ -101,6 +103,8 @@ class Recipe:
             if val is not None and not val >= 0: raise ValueError(f"{name}={val!r}: expected a number >= 0")
         for name in ('dims', 'depths'):
             if getattr(self, name) is not None: object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, 'unseen', (self.unseen,) if isinstance(self.unseen, str) else tuple(self.unseen))
+        if self.unseen and self.head != 'shared': raise ValueError(f"unseen={self.unseen!r} needs head='shared': a class-wise head cannot score a label it never trained on")
         for name in ('root', 'train_list', 'test_list', 'labels'):
             if getattr(self, name) is not None: object.__setattr__(self, name, Path(getattr(self, name)))
 
@@ -159,6 +163,33 @@ def train_set(r):
     if r.data == 'nuswide': return NUSWIDE(r.root, r.train_list, t)
     return ListFileDataset(r.root, r.train_list, r.labels, t)
 
+def hide_labels(data, columns):
+    "Training data `data` (a loader of batches, an iterable or a map-style dataset) with the targets of label `columns` set to -1, ignored by the loss."
+    if not columns: return data
+    if isinstance(data, DataLoader): return DataLoader(hide_labels(data.dataset, columns), batch_size=None)   # bundled: batches as they come
+    return (HiddenStream if isinstance(data, IterableDataset) else HiddenItems)(data, list(columns))
+
+def hidden_targets(t, columns):
+    "A copy of targets `t` (`... k`) with label `columns` set to -1 (ignored)."
+    t = t.clone(); t[..., columns] = -1
+    return t
+
+def _hide(item, columns): return item[0], hidden_targets(item[1], columns)
+
+class HiddenItems(Dataset):
+    "A map-style dataset with some labels' targets ignored (see `hide_labels`)."
+    def __init__(self, data, columns): self.data, self.columns = data, columns
+    def __len__(self): return len(self.data)
+    def __getitem__(self, i): return _hide(self.data[i], self.columns)
+    def set_epoch(self, epoch): getattr(self.data, 'set_epoch', lambda e: None)(epoch)
+
+class HiddenStream(IterableDataset):
+    "An iterable dataset with some labels' targets ignored (see `hide_labels`)."
+    def __init__(self, data, columns): self.data, self.columns = data, columns
+    def __len__(self): return len(self.data)
+    def __iter__(self): return (_hide(item, self.columns) for item in self.data)
+    def set_epoch(self, epoch): getattr(self.data, 'set_epoch', lambda e: None)(epoch)
+
 def label_vectors(spec, names):
     "Label vectors `(k, D)` for `names`: from an encoder name (`13_labels`), or a `.pt` file holding the tensor."
     if not spec.endswith('.pt'): return embed_labels(names, spec)
@@ -202,7 +233,7 @@ def model_config(r, text_dim):
     sizes = {k: getattr(r, k) for k in ('dims', 'depths') if getattr(r, k) is not None}
     return HSVLTConfig.preset(r.preset, text_dim=text_dim, aggregation=r.aggregation, interaction=r.interaction,
                               visual_feedback=r.visual_feedback, qk_norm=r.qk_norm, temperature_floor=r.temperature_floor,
-                              match_evidence=r.match_evidence, stage_heads=r.stage_heads if r.stage_loss > 0 else 'none', **switches, **sizes)
+                              match_evidence=r.match_evidence, stage_heads=r.stage_heads if r.stage_loss > 0 else 'none', head=r.head, **switches, **sizes)
 
 def convnext_file(path):
     "The state dict in a facebookresearch ConvNeXt checkpoint file (`--pretrained FILE.pth`); one-line errors for a missing or unreadable file."
@@ -282,14 +313,17 @@ def _run(recipe, out, resume, build, progress, overwrite, on_epoch):
     if out is not None and int(os.environ.get('RANK', 0)) == 0: prepare_run_dir(out, resume, overwrite)
     test = test_set(r)
     names = list(test.label_names)
-    train = train_set(r)
+    unknown = [n for n in r.unseen if n not in names]
+    if unknown: raise ValueError(f"unseen label {unknown[0]!r} is not one of the {len(names)} labels of --data {r.data}: {', '.join(names)}")
+    hidden = [names.index(n) for n in r.unseen]
+    train = hide_labels(train_set(r), hidden)
     for images in (train, test):                       # every listed image opens, before the first step
         if isinstance(images, LabelledImages): images.check_images()
     seed_everything(r.seed)                            # the initial weights too are fixed by the seed
     model = build(names) if build else build_model(r, label_vectors(r.embeddings, names))
     if out is not None and not isinstance(model, HSVLT): raise ValueError(f"a run folder keeps HSVLT models only, not {type(model).__name__}")
     if resume is None:
-        prior = prior_targets(r, train)
+        prior = hidden_targets(prior_targets(r, train), hidden)       # the unseen labels' frequencies are not known either
         for bias in [head_bias(model)] + [h.bias for h in getattr(model, 'stage_heads', None) or []]: set_prior(bias, prior)
     cfg = train_config(r, train, progress=progress)
     history = fit(model, train, test, cfg, out_dir=out, resume=resume, overwrite=overwrite, label_names=names, meta=dict(recipe_meta(r), out=out and str(out), resume=resume and str(resume)), on_epoch=on_epoch)
@@ -301,9 +335,14 @@ def _run(recipe, out, resume, build, progress, overwrite, on_epoch):
         scores, targets = evaluate(m, test, r.batch_size, r.amp, r.channels_last)
         results[which] = score(scores, targets, names)
         if r.data in BUNDLED: results[which]['AP_by_size'] = {band: mean_average_precision(scores, t) for band, t in test.targets_by_scale().items()}
-        th = best_f1_thresholds(*((scores, targets) if val is test else evaluate(m, val, r.batch_size, r.amp, r.channels_last)))
+        vs, vt = (scores, targets) if val is test else evaluate(m, val, r.batch_size, r.amp, r.channels_last)
+        th = best_f1_thresholds(vs, hidden_targets(vt, hidden))             # unseen labels: no thresholds learned from their targets
         results[which]['thresholds'] = dict(zip(names, th.tolist()))
         results[which]['at_thresholds'] = {k: v for k, v in multilabel_scores(scores, targets, threshold=th).items() if not k.endswith('_top3')}
+        if hidden:
+            seen = [c for c in range(len(names)) if c not in hidden]
+            results[which]['zero_shot'] = dict(unseen=list(r.unseen), unseen_mAP=mean_average_precision(scores[:, hidden], targets[:, hidden]),
+                                               seen_mAP=mean_average_precision(scores[:, seen], targets[:, seen]), all_mAP=results[which]['mAP'])
     seconds = sum(h['seconds'] for h in history)
     metrics = dict(**results['ema' if r.ema else 'model'], raw=results['model'], ema=results.get('ema'),
                    history=[{k: v for k, v in h.items() if k != 'losses'} for h in history],

@@ -46,3 +46,35 @@ def test_shared_prior_is_the_frequency_of_all_labels():
     known = t.numpy() >= 0
     p = (t.numpy()[known] == 1).mean()
     assert abs(bias.item() - np.log(p / (1 - p))) < 1e-6
+
+
+def test_hide_labels_ignores_exactly_the_unseen_columns():
+    from torch.utils.data import DataLoader, TensorDataset
+    from hsvlt_lite.recipes import Recipe, train_set, hide_labels
+    r = Recipe(data='emoji', batch_size=4, steps_per_epoch=3, epochs=1).resolved()
+    plain, hidden = list(train_set(r)), list(hide_labels(train_set(r), [2, 5]))
+    for (x0, t0), (x1, t1) in zip(plain, hidden):
+        assert torch.equal(x0, x1) and (t1[:, [2, 5]] == -1).all()
+        keep = [c for c in range(t0.shape[1]) if c not in (2, 5)]
+        assert torch.equal(t1[:, keep], t0[:, keep])
+    items = hide_labels(TensorDataset(torch.randn(5, 3), torch.ones(5, 4)), [0])
+    assert len(items) == 5 and items[3][1].tolist() == [-1, 1, 1, 1]
+
+
+def test_unseen_labels_are_never_trained_and_scored_apart():
+    from sklearn.metrics import average_precision_score
+    from hsvlt_lite.recipes import Recipe, run_recipe, build_model, label_vectors, test_set
+    from hsvlt_lite.train import evaluate
+    with pytest.raises(ValueError, match="needs head='shared'"): Recipe(data='emoji', unseen=('cat',))
+    with pytest.raises(ValueError, match="unseen label 'zebra' is not one of the 20 labels of --data emoji"):
+        run_recipe(Recipe(data='emoji', head='shared', unseen=('cat', 'zebra'), epochs=1, steps_per_epoch=1, test_size=8), progress=False)
+    r = Recipe(data='emoji', head='shared', unseen=('sheep', 'cat'), epochs=1, steps_per_epoch=2, batch_size=8, test_size=96)
+    built = []
+    m = run_recipe(r, build=lambda names: built.append(build_model(r.resolved(), label_vectors(r.embeddings, names))) or built[0], progress=False)
+    zs, names = m['zero_shot'], m['label_names']
+    assert zs['unseen'] == ['sheep', 'cat'] and m['thresholds']['sheep'] == m['thresholds']['cat'] == 0.5   # no threshold learned from their targets
+    scores, targets = (t.numpy() for t in evaluate(built[0], test_set(r.resolved())))
+    ap = {n: average_precision_score(targets[:, c], scores[:, c]) for c, n in enumerate(names) if targets[:, c].any()}
+    assert abs(zs['unseen_mAP'] - np.mean([ap[n] for n in ('sheep', 'cat') if n in ap])) < 1e-6
+    assert abs(zs['seen_mAP'] - np.mean([a for n, a in ap.items() if n not in ('sheep', 'cat')])) < 1e-6
+    assert zs['all_mAP'] == m['mAP']

@@ -4,9 +4,25 @@ from torch.testing import assert_close
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-from peers import MLDecoder, PooledConvNeXt, Query2Label, visual_stages, NANO
+from peers import MLDecoder, OpenMLDecoder, PooledConvNeXt, Query2Label, TextDot, visual_stages, NANO
 from ablations import equal_time_steps, recipe, build
 from hsvlt_lite.recipes import head_bias
+
+
+def decoder_by_hand(m, x, q, d, heads):
+    "Queries `q` (b n d) through `m`'s cross-attention + MLP decoder layer over its last stage's tokens, with explicit matmuls."
+    feats = m.features(x)                                                        # b c 2 2
+    t = F.layer_norm(feats.flatten(2).transpose(1, 2) @ m.proj.weight.T + m.proj.bias, (d,), m.norm_kv.weight, m.norm_kv.bias)
+    qn = F.layer_norm(q, (d,), m.norm_q.weight, m.norm_q.bias)
+    wq, wk, wv = m.attn.in_proj_weight.chunk(3)
+    bq, bk, bv = m.attn.in_proj_bias.chunk(3)
+    b = len(x)
+    split = lambda z: z.reshape(b, -1, heads, d // heads).transpose(1, 2)       # b h n dh
+    Q, K, V = split(qn @ wq.T + bq), split(t @ wk.T + bk), split(t @ wv.T + bv)
+    att = ((Q @ K.transpose(-1, -2)) / math.sqrt(d // heads)).softmax(-1)
+    q = q + ((att @ V).transpose(1, 2).reshape(b, -1, d) @ m.attn.out_proj.weight.T + m.attn.out_proj.bias)
+    h = F.layer_norm(q, (d,), m.norm_mlp.weight, m.norm_mlp.bias)
+    return q + (F.gelu(h @ m.mlp[0].weight.T + m.mlp[0].bias) @ m.mlp[2].weight.T + m.mlp[2].bias)
 
 
 def test_ml_decoder_is_cross_attention_mlp_and_group_linear_by_hand():
@@ -16,20 +32,36 @@ def test_ml_decoder_is_cross_attention_mlp_and_group_linear_by_hand():
     with torch.no_grad(): m.head.bias.normal_()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        feats = m.features(x)                                                    # b c 2 2
-        t = F.layer_norm(feats.flatten(2).transpose(1, 2) @ m.proj.weight.T + m.proj.bias, (d,), m.norm_kv.weight, m.norm_kv.bias)
-        q = m.queries.expand(2, -1, -1)
-        qn = F.layer_norm(q, (d,), m.norm_q.weight, m.norm_q.bias)
-        wq, wk, wv = m.attn.in_proj_weight.chunk(3)
-        bq, bk, bv = m.attn.in_proj_bias.chunk(3)
-        split = lambda z: z.reshape(2, -1, heads, d // heads).transpose(1, 2)   # b h n dh
-        Q, K, V = split(qn @ wq.T + bq), split(t @ wk.T + bk), split(t @ wv.T + bv)
-        att = ((Q @ K.transpose(-1, -2)) / math.sqrt(d // heads)).softmax(-1)
-        q = q + ((att @ V).transpose(1, 2).reshape(2, -1, d) @ m.attn.out_proj.weight.T + m.attn.out_proj.bias)
-        h = F.layer_norm(q, (d,), m.norm_mlp.weight, m.norm_mlp.bias)
-        q = q + (F.gelu(h @ m.mlp[0].weight.T + m.mlp[0].bias) @ m.mlp[2].weight.T + m.mlp[2].bias)
+        q = decoder_by_hand(m, x, m.queries.expand(2, -1, -1), d, heads)
         logits = torch.cat([q[:, g] @ m.group_weight[g] for g in range(3)], 1)[:, :k] + m.head.bias   # groups of 3 labels, 9 -> 7
         assert_close(m(x), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_open_ml_decoder_queries_are_projected_label_vectors_by_hand():
+    torch.manual_seed(0)
+    d, heads, e = 16, 4, torch.randn(5, 12)
+    m = OpenMLDecoder(e, d=d, heads=heads).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        q = decoder_by_hand(m, x, (e @ m.query.weight.T + m.query.bias).expand(2, -1, -1), d, heads)
+        assert_close(m(x), q @ m.head.weight[0] + m.head.bias, rtol=1e-5, atol=1e-5)
+        new = torch.randn(3, 12)
+        assert_close(m.with_labels(torch.cat([new, e[[1]]]))(x)[:, 3], m(x)[:, 1])          # a label's score does not depend on the others
+        assert_close(m.with_labels(new)(x), decoder_by_hand(m, x, (new @ m.query.weight.T + m.query.bias).expand(2, -1, -1), d, heads) @ m.head.weight[0] + m.head.bias,
+                     rtol=1e-5, atol=1e-5)
+
+
+def test_text_dot_is_a_scaled_cosine_of_pooled_image_and_text():
+    torch.manual_seed(0)
+    e, x = torch.randn(4, 12), torch.randn(2, 3, 64, 64)
+    m = TextDot(e, d=8).eval()
+    with torch.no_grad():
+        m.head.bias.fill_(-1.5)
+        img = m.image(F.layer_norm(m.features(x).mean((-2, -1)), (NANO.dims[-1],), m.norm.weight, m.norm.bias))
+        want = 10 * F.cosine_similarity(img[:, None], m.text(e)[None], dim=-1) - 1.5
+        assert_close(m(x), want, rtol=1e-5, atol=1e-5)
+        assert_close(m.with_labels(e[[2, 0]])(x), want[:, [2, 0]], rtol=1e-5, atol=1e-5)
+    assert torch.equal(m.label_embeddings, e)
 
 
 def test_the_peers_share_hsvlt_nanos_visual_stages():
