@@ -14,7 +14,8 @@ switch changed (`no_csa`: --aggregation last, `late`: --interaction late, `topdo
 `convnext`), trained by the same loop (`fit`), data, batch, learning-rate schedule and label-frequency prior.
 IVLA's attention extensions (`02_ivla`, all with a per-stage loss of weight 1): `qk_stage` (QK-normalisation),
 `evidence` (and match evidence), `floor` (a temperature floor of 10), `evidence_floor` (both); `mil` (QK-normalisation
-with the per-stage loss on each label's best patch match instead of its features).
+with the per-stage loss on each label's best patch match instead of its features); `compete` (labels compete for the
+patches, a softmax over the labels first, with the per-stage loss).
 
 Equal time: `probe` times one training step of every model (making the batch, forward, backward, AdamW) in
 interleaved rounds in one process, so that a busy machine slows them all alike; each model then gets the
@@ -50,7 +51,8 @@ SWITCHES = {'hsvlt': {}, 'no_csa': dict(aggregation='last'), 'late': dict(intera
             'qk_stage': dict(qk_norm=True, stage_loss=1.), 'evidence': dict(qk_norm=True, match_evidence=True, stage_loss=1.),
             'floor': dict(qk_norm=True, temperature_floor=10., stage_loss=1.),
             'evidence_floor': dict(qk_norm=True, match_evidence=True, temperature_floor=10., stage_loss=1.),
-            'mil': dict(qk_norm=True, stage_loss=1., stage_heads='evidence')}
+            'mil': dict(qk_norm=True, stage_loss=1., stage_heads='evidence'),
+            'compete': dict(competitive=True, stage_loss=1.)}
 MODELS = (*SWITCHES, *PEERS)
 
 

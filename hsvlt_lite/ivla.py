@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['plain_attention', 'fold_wins', 'folded_attention', 'IVLA', 'LabelGate', 'VisualFeedback', 'Temperature',
-           'cosine_attention']
+           'cosine_attention', 'competitive_attention']
 
 # %% ../nbs/02_ivla.ipynb #3b5e3e61
 import math, torch, torch.nn as nn, torch.nn.functional as F
@@ -39,12 +39,13 @@ def folded_attention(q, p, wk, wv, scale, need_weights=False):
 # %% ../nbs/02_ivla.ipynb #d69d673a
 class IVLA(nn.Module):
     "Interactive Visual-Linguistic Attention: labels `L` query patches of `V`; returns multi-modal `S` and weights `A`."
-    def __init__(self, dim, heads=1, dropout=0., fold='auto', qk_norm=False, temperature_floor=0., match_evidence=False):
+    def __init__(self, dim, heads=1, dropout=0., fold='auto', qk_norm=False, temperature_floor=0., match_evidence=False, competitive=False):
         super().__init__()
         if dim % heads: raise ValueError(f"channels {dim} are not divisible by num_heads={heads}")
         if fold not in ('auto', 'folded', 'plain'): raise ValueError(f"fold={fold!r}: expected 'auto', 'folded' or 'plain'")
         if (temperature_floor or match_evidence) and not qk_norm: raise ValueError("temperature_floor and match_evidence need qk_norm=True")
-        self.heads, self.scale, self.fold = heads, (dim // heads) ** -0.5, fold
+        if competitive and qk_norm: raise ValueError("competitive attention is on dot products: not with qk_norm=True")
+        self.heads, self.scale, self.fold, self.competitive = heads, (dim // heads) ** -0.5, fold, competitive
         self.q, self.k, self.v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
         self.o, self.s, self.mm = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
@@ -55,6 +56,7 @@ class IVLA(nn.Module):
         "`Â` before `W_o`, from labels `l` (`b k c`) and patches `p` (`b n c`); with `qk_norm`, also each label's best match (`b m k`)."
         q = rearrange(self.q(l), 'b k (m d) -> b m k d', m=self.heads)
         if self.temperature is not None: return cosine_attention(q, p, self.k.weight, self.v.weight, self.temperature())
+        if self.competitive: return *competitive_attention(q, p, self.k.weight, self.v.weight, self.scale), None
         folded = fold_wins(self.heads, l.shape[1], p.shape[1]) if self.fold == 'auto' else self.fold == 'folded'
         return *(folded_attention if folded else plain_attention)(q, p, self.k.weight, self.v.weight, self.scale, need_weights), None
 
@@ -146,3 +148,11 @@ def selective_by_hand(m, v, l):
     if m.e is not None: a_hat = a_hat + torch.stack(best, -1) @ m.e.weight.T
     return F.gelu((F.gelu(l @ m.s.weight.T + m.s.bias) * a_hat) @ m.mm.weight.T + m.mm.bias), torch.stack(weights, 1)
 
+
+# %% ../nbs/02_ivla.ipynb #ddf52026
+def competitive_attention(q, p, wk, wv, scale, eps=1e-8):
+    "Labels compete for patches: `[A_hU_h]` (`b k C`) and the weights `A` (`b m k n`), a softmax over the labels at each patch renormalised over the patches."
+    key, value = (rearrange(F.linear(p, w), 'b n (m d) -> b m n d', m=q.shape[1]) for w in (wk, wv))
+    share = torch.softmax(einsum(q, key, 'b m k d, b m n d -> b m k n') * scale, dim=-2) + eps   # each patch divided among the labels
+    a = share / share.sum(-1, keepdim=True)
+    return rearrange(a @ value, 'b m k d -> b k (m d)'), a

@@ -46,6 +46,7 @@ class HSVLTConfig:
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
     stage_heads: str = 'none'              # a classifier per stage too, for a per-stage loss: 'none' | 'features' (on S_i) | 'evidence' (on E_i, needs qk_norm)
     head: str = 'classwise'                # 'classwise': a weight vector per label (the reference) | 'shared': one for all, so any label can be scored
+    competitive: bool = False              # IVLA's labels compete for patches (a softmax over the labels first; an extension, 02_ivla)
 
     def __post_init__(self):
         for name in ('dims', 'depths'):
@@ -65,6 +66,7 @@ class HSVLTConfig:
         if self.stage_heads != 'none' and self.interaction == 'late' and self.aggregation == 'last':
             raise ValueError(f"stage_heads={self.stage_heads!r} needs an S at every stage: not with interaction='late' and aggregation='last'")
         if self.stage_heads == 'evidence' and not self.qk_norm: raise ValueError("stage_heads='evidence' needs qk_norm=True (its best match is a cosine)")
+        if self.competitive and self.qk_norm: raise ValueError("competitive=True is on dot products: not with qk_norm=True")
 
     @classmethod
     def preset(cls, name, **overrides):
@@ -105,7 +107,7 @@ def _stage(cfg, i, rates, last_stage, fused):
     c, c_in = cfg.dims[i], 3 if i == 0 else cfg.dims[i - 1]
     down = (ConvStem(3, c) if cfg.stem == 'conv' else PatchDown(3, c, 4, norm_first=False)) if i == 0 else PatchDown(c_in, c, 2, norm_first=True)
     args = dict(heads=cfg.num_heads, layer_scale=cfg.layer_scale_init, dropout=cfg.dropout, fold=cfg.fold, label_norm=cfg.label_norm,
-                qk_norm=cfg.qk_norm, temperature_floor=cfg.temperature_floor, match_evidence=cfg.match_evidence)
+                qk_norm=cfg.qk_norm, temperature_floor=cfg.temperature_floor, match_evidence=cfg.match_evidence, competitive=cfg.competitive)
     if cfg.interaction == 'ivla':
         feeds_on = [not (last_stage and j == len(rates) - 1) for j in range(len(rates))]   # the very last block's L and V feed nothing
         blocks = [InteractionBlock(c, drop_path=r, gate=on, feedback=cfg.visual_feedback and on, **args) for r, on in zip(rates, feeds_on)]
@@ -149,7 +151,7 @@ class HSVLT(nn.Module):
     def with_labels(self, label_embeddings):
         """A copy of this network that reads the label vectors `label_embeddings` `(k', text_dim)` instead of its own: it scores
         those labels, trained on or not. Needs `head='shared'` (a class-wise head has weights only for the labels it was
-        trained with). Without visual feedback a label's score does not depend on the other labels of the set."""
+        trained with). Without visual feedback or competitive attention a label's score does not depend on the other labels of the set."""
         if self.cfg.head != 'shared':
             raise ValueError("with_labels needs a model with head='shared': this one's class-wise head has a weight vector for each trained label and none for another")
         check_embeddings(label_embeddings, self.cfg)

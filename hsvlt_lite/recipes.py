@@ -70,6 +70,7 @@ class Recipe:
     stage_heads: str = 'features'          # with stage_loss: what each stage's classifier reads, 'features' (S_i) | 'evidence' (E_i)
     head: str = 'classwise'                # 'classwise' (the reference) | 'shared': one classifier for all labels, which can score new ones
     unseen: tuple = ()                     # label names never given in training (their targets ignored): a zero-shot test; needs head 'shared'
+    competitive: bool = False              # IVLA's labels compete for patches (an extension)
     embeddings: str = 'minilm'             # label vectors: an encoder name, 'onehot', or a FILE.pt holding (k, D)
     pretrained: str = 'none'               # 'none' | 'torchvision' (ImageNet ConvNeXt: tiny, small, base) | a facebookresearch ConvNeXt FILE.pth
     epochs: Optional[int] = None
@@ -233,7 +234,7 @@ def model_config(r, text_dim):
     sizes = {k: getattr(r, k) for k in ('dims', 'depths') if getattr(r, k) is not None}
     return HSVLTConfig.preset(r.preset, text_dim=text_dim, aggregation=r.aggregation, interaction=r.interaction,
                               visual_feedback=r.visual_feedback, qk_norm=r.qk_norm, temperature_floor=r.temperature_floor,
-                              match_evidence=r.match_evidence, stage_heads=r.stage_heads if r.stage_loss > 0 else 'none', head=r.head, **switches, **sizes)
+                              match_evidence=r.match_evidence, stage_heads=r.stage_heads if r.stage_loss > 0 else 'none', head=r.head, competitive=r.competitive, **switches, **sizes)
 
 def convnext_file(path):
     "The state dict in a facebookresearch ConvNeXt checkpoint file (`--pretrained FILE.pth`); one-line errors for a missing or unreadable file."

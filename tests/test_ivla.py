@@ -1,5 +1,6 @@
 "IVLA against the equations written with plain matmuls (the reference in 02_ivla); folded against plain in values and gradients."
 import math, pytest, torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins, ivla_by_hand, selective_by_hand, sharpen
@@ -94,3 +95,27 @@ def test_temperature_floor_holds_and_theta_is_never_stuck():
 @pytest.mark.parametrize('kw', [dict(temperature_floor=5.), dict(match_evidence=True)])
 def test_selective_options_need_qk_norm(kw):
     with pytest.raises(ValueError, match='need qk_norm=True'): IVLA(16, **kw)
+
+
+@pytest.mark.parametrize('heads', [1, 2])
+def test_competitive_attention_by_hand(heads):
+    "A softmax over the labels at each patch, then renormalised over the patches, with plain Python sums."
+    torch.manual_seed(heads)
+    m = IVLA(8, heads=heads, competitive=True).eval()
+    v, l = torch.randn(2, 8, 2, 3), torch.randn(2, 4, 8)
+    s, a = m(v, l, need_weights=True)
+    d = 8 // heads
+    for b in range(2):
+        p = v[b].flatten(1).T
+        q, key, val = l[b] @ m.q.weight.T, p @ m.k.weight.T, p @ m.v.weight.T
+        outs = []
+        for h in range(heads):
+            sl = slice(d * h, d * h + d)
+            z = [[(q[c, sl] @ key[n, sl]).item() / math.sqrt(d) for n in range(6)] for c in range(4)]
+            share = [[math.exp(z[c][n]) / sum(math.exp(z[j][n]) for j in range(4)) + 1e-8 for n in range(6)] for c in range(4)]
+            want = torch.tensor([[share[c][n] / sum(share[c]) for n in range(6)] for c in range(4)])
+            assert_close(a[b, h], want, rtol=1e-5, atol=1e-7)
+            outs.append(want @ val[:, sl])
+        answer = torch.cat(outs, -1) @ m.o.weight.T + m.o.bias
+        assert_close(s[b], F.gelu((F.gelu(l[b] @ m.s.weight.T + m.s.bias) * answer) @ m.mm.weight.T + m.mm.bias), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='not with qk_norm'): IVLA(8, competitive=True, qk_norm=True)
