@@ -100,8 +100,9 @@ def plot_localisation(reports, path=None):
     if path is not None: fig.savefig(path, dpi=80)
     return fig
 
-def plot_peaks(model, n=4, seed=7, size=64, max_labels=3, path=None):
-    "Each present label's peak patch at every stage on `n` fresh emoji test scenes: a hit outlined in the label's colour, a miss crossed. Returns the figure."
+def plot_peaks(model, n=4, seed=7, size=64, max_labels=3, report=None, title=None, path=None):
+    """Each present label's peak patch at every stage on `n` fresh emoji test scenes: a hit outlined in the label's colour, a miss crossed.
+    `report` (the model's `localisation_report` rows) puts each stage's pointing game and chance over its column; `title` over the figure. Returns the figure."""
     images, layout = compose_scenes(n, 'test', size, torch.Generator().manual_seed(seed))
     objects = scene_objects(layout)
     training = model.training
@@ -126,10 +127,12 @@ def plot_peaks(model, n=4, seed=7, size=64, max_labels=3, path=None):
                 hit = hits[c, p].item()
                 ax.add_patch(plt.Rectangle((q * pw - 0.5 + j, r * ph - 0.5 + j), pw - 2 * j, ph - 2 * j, fill=False, ec=f'C{j}', lw=2, ls='-' if hit else '--'))
                 if not hit: ax.plot([q * pw, (q + 1) * pw - 1], [r * ph, (r + 1) * ph - 1], color=f'C{j}', lw=1.5)
-            if b == 0: ax.set_title(f'stage {i + 1}')
+            if b == 0: ax.set_title(f'stage {i + 1}' + ('' if report is None or report[i] is None else
+                                    f"\npointing {report[i]['pointing']:.2f} (chance {report[i]['chance']:.2f})"), fontsize=9)
         for j, c in enumerate(labels): axes[b, 0].plot([], [], color=f'C{j}', lw=2, label=VOC_CLASSES[c])
         axes[b, 0].legend(fontsize=8, loc='center right', bbox_to_anchor=(-0.04, 0.5), frameon=False, handlelength=1)
     for ax in axes.flat: ax.set_xticks([]); ax.set_yticks([])
+    if title is not None: fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=80)
     return fig

@@ -1,9 +1,10 @@
 "The localisation report (08_localisation) against plain-Python rules, scipy's entropy and torch's cosine similarity."
 import math, pytest, torch
 import torch.nn.functional as F
+import matplotlib.pyplot as plt
 from scipy.stats import entropy
 from hsvlt_lite.localisation import (patch_hits, pointing_game, attention_entropy, shared_peak, label_similarity,
-                                     localisation_report, scene_objects, emoji_localisation)
+                                     localisation_report, scene_objects, emoji_localisation, plot_peaks)
 from hsvlt_lite.emoji import compose_scenes
 from hsvlt_lite.model import HSVLT, HSVLTConfig, normalize
 
@@ -71,3 +72,24 @@ def test_emoji_localisation_is_the_report_on_seeded_scenes():
     images, layout = compose_scenes(8, 'test', 64, torch.Generator().manual_seed(2))
     objects = scene_objects(layout)
     assert rows == localisation_report(model, normalize(images), lambda grid: patch_hits(layout.box, objects, grid, 64), objects.amax(1) > 0)
+
+
+def test_plot_peaks_marks_every_hit_and_miss_and_states_the_report():
+    torch.manual_seed(0)
+    model = HSVLT(HSVLTConfig.preset('nano', text_dim=16), torch.randn(20, 16)).eval()
+    rows = [dict(pointing=0.1 * i, chance=0.05 * i) for i in range(1, 5)]
+    fig = plot_peaks(model, n=3, seed=4, report=rows, title='a model')
+    images, layout = compose_scenes(3, 'test', 64, torch.Generator().manual_seed(4))
+    objects = scene_objects(layout)
+    with torch.no_grad(): feats = model.forward_features(normalize(images))
+    for i, f in enumerate(feats):
+        hits = patch_hits(layout.box, objects, tuple(f.V.shape[-2:]), 64)
+        peaks = f.A.mean(1).argmax(-1)
+        assert fig.axes[i].get_title() == f'stage {i + 1}\npointing {0.1 * (i + 1):.2f} (chance {0.05 * (i + 1):.2f})'
+        for b in range(3):
+            labels = objects[b].amax(0).nonzero().flatten().tolist()[:3]
+            want = [hits[b, c, peaks[b, c]].item() for c in labels]
+            drawn = [p.get_linestyle() for p in fig.axes[4 * b + i].patches if p.get_linestyle() in ('-', '--')]
+            assert drawn == ['-' if h else '--' for h in want]
+    assert fig._suptitle.get_text() == 'a model'
+    plt.close(fig)
