@@ -317,14 +317,15 @@ def _run(recipe, out, resume, build, progress, overwrite, on_epoch):
     unknown = [n for n in r.unseen if n not in names]
     if unknown: raise ValueError(f"unseen label {unknown[0]!r} is not one of the {len(names)} labels of --data {r.data}: {', '.join(names)}")
     hidden = [names.index(n) for n in r.unseen]
-    train = hide_labels(train_set(r), hidden)
-    for images in (train, test):                       # every listed image opens, before the first step
+    raw = train_set(r)
+    train = hide_labels(raw, hidden)
+    for images in (raw, test):                         # every listed image opens, before the first step
         if isinstance(images, LabelledImages): images.check_images()
     seed_everything(r.seed)                            # the initial weights too are fixed by the seed
     model = build(names) if build else build_model(r, label_vectors(r.embeddings, names))
     if out is not None and not isinstance(model, HSVLT): raise ValueError(f"a run folder keeps HSVLT models only, not {type(model).__name__}")
     if resume is None:
-        prior = hidden_targets(prior_targets(r, train), hidden)       # the unseen labels' frequencies are not known either
+        prior = hidden_targets(prior_targets(r, raw), hidden)         # the unseen labels' frequencies are not known either
         for bias in [head_bias(model)] + [h.bias for h in getattr(model, 'stage_heads', None) or []]: set_prior(bias, prior)
     cfg = train_config(r, train, progress=progress)
     history = fit(model, train, test, cfg, out_dir=out, resume=resume, overwrite=overwrite, label_names=names, meta=dict(recipe_meta(r), out=out and str(out), resume=resume and str(resume)), on_epoch=on_epoch)

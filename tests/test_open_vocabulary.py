@@ -78,3 +78,27 @@ def test_unseen_labels_are_never_trained_and_scored_apart():
     assert abs(zs['unseen_mAP'] - np.mean([ap[n] for n in ('sheep', 'cat') if n in ap])) < 1e-6
     assert abs(zs['seen_mAP'] - np.mean([a for n, a in ap.items() if n not in ('sheep', 'cat')])) < 1e-6
     assert zs['all_mAP'] == m['mAP']
+
+
+def test_an_unseen_labels_targets_never_reach_the_weights(tmp_path):
+    "Two list data sets that differ only in the 'cat' labels train to the same weights when 'cat' is unseen (and to different ones when it is not)."
+    from hsvlt_lite.emoji import EmojiScenes
+    from hsvlt_lite.recipes import Recipe, run_recipe, build_model, label_vectors
+    scenes = EmojiScenes('test', n=24, seed=3)
+    lst = scenes.save_list(tmp_path, 'train')
+    lines = lst.read_text().splitlines()
+    flipped = [l.split('\t')[0] + '\t' + ','.join(sorted(set(l.split('\t')[1].split(',')) ^ {'cat'} - {''})) for l in lines]
+    (tmp_path / 'flipped.txt').write_text('\n'.join(flipped) + '\n')
+    assert (tmp_path / 'flipped.txt').read_text() != lst.read_text()
+
+    def weights(train_list, unseen):
+        r = Recipe(data='list', root=tmp_path, train_list=train_list, test_list=lst, labels=tmp_path / 'labels.txt', img_size=64,
+                   epochs=1, batch_size=8, head='shared', unseen=unseen, embeddings='onehot')
+        built = []
+        run_recipe(r, build=lambda names: built.append(build_model(r.resolved(), label_vectors('onehot', names))) or built[0], progress=False)
+        return built[0].state_dict()
+
+    same, other = weights(lst, ('cat',)), weights(tmp_path / 'flipped.txt', ('cat',))
+    assert all(torch.equal(same[k], other[k]) for k in same)
+    seen, flipped_seen = weights(lst, ()), weights(tmp_path / 'flipped.txt', ())
+    assert not all(torch.equal(seen[k], flipped_seen[k]) for k in seen)
