@@ -5,8 +5,9 @@ code copy buttons and equations set by MathJax. No Quarto.
     python .ci/docs.py [--out DIR]
 
 Sphinx reads processed copies written to a build folder, never nbs/ itself:
-- each notebook as a reader sees it: `#| hide` cells removed, the other `#|` directive lines dropped, notebook
-  names written as code (`12_emoji`) linked to their pages;
+- each notebook as a reader sees it: `#| hide` cells removed, the code of `#| echo: false` cells hidden (their
+  output stays), the other `#|` directive lines dropped, notebook names written as code (`12_emoji`) linked to
+  their pages;
 - nbs/index.ipynb in two pages: the landing page (00's data-flow figure, index's first paragraph, "Start the
   course", then index's sections that show no commands) and the Usage page (the sections that show commands or
   code). The landing page also holds the navigation: one toctree per part.
@@ -25,6 +26,7 @@ PARTS = (("The paper's path", 0), ('Data', 10), ('Training', 14), ('Evidence', 3
 APPENDICES = 'Appendices'                                                             # A1_stem, A2_nano, ...
 DIRECTIVE = re.compile(r'#\|')
 HIDE = re.compile(r'#\|\s*hide\b')
+NO_ECHO = re.compile(r'#\|\s*echo:\s*false\b')       # Quarto's: show the output, not the code
 FENCE = re.compile(r'(```.*?```)', re.S)
 
 
@@ -47,12 +49,14 @@ def link_names(text, names):
 
 
 def readable(nb, names):
-    "The notebook as a reader sees it: `#| hide` cells gone, `#|` lines dropped (and code cells left empty by that)."
+    """The notebook as a reader sees it: `#| hide` cells gone, `#| echo: false` cells' code hidden, `#|` lines dropped
+    (and code cells left empty by that)."""
     cells = []
     for cell in nb.cells:
         lines = cell.source.splitlines()
         if cell.cell_type == 'code':
             if any(HIDE.match(line) for line in lines): continue
+            if any(NO_ECHO.match(line) for line in lines): cell.metadata['tags'] = cell.metadata.get('tags', []) + ['remove-input']
             cell.source = '\n'.join(line for line in lines if not DIRECTIVE.match(line)).strip('\n')
             if not cell.source and not cell.get('outputs'): continue
         elif cell.cell_type == 'markdown':

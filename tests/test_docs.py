@@ -7,6 +7,7 @@ import base64, json, os, re, shutil, subprocess, sys, pytest
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from bs4 import BeautifulSoup
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from PIL import Image
 from conftest import ROOT
 
@@ -55,8 +56,8 @@ def formulas(name):
 
 
 def shown_code(name):
-    "What a reader should see of the notebook's code cells: no `#| hide` cell, no `#|` line, no cell left empty."
-    cells = [c for c in notebook(name)['cells'] if c['cell_type'] == 'code' and not re.search(r'^#\|\s*hide\b', source(c), re.M)]
+    "What a reader should see of the notebook's code: none of `#| hide` and `#| echo: false` cells, no `#|` line, no empty cell."
+    cells = [c for c in notebook(name)['cells'] if c['cell_type'] == 'code' and not re.search(r'^#\|\s*(hide\b|echo:\s*false\b)', source(c), re.M)]
     code = ['\n'.join(l for l in source(c).splitlines() if not l.startswith('#|')).strip() for c in cells]
     return [s for s, c in zip(code, cells) if s or c.get('outputs')]
 
@@ -111,6 +112,14 @@ def test_directive_lines_and_hidden_cells_are_gone(site):
     assert any(re.match(r'#\|\s*hide', source(c)) for c in notebook('index')['cells'])     # so the line above removed one
     for page in pages:
         assert '#|' not in html(out, page).select_one('article').get_text(), page
+
+
+def test_readable_hides_what_the_directives_say_and_drops_their_lines():
+    nb = new_notebook(cells=[new_code_cell('#| hide\nimport secret'), new_code_cell('#| echo: false\ndraw()', outputs=[{'output_type': 'stream', 'name': 'stdout', 'text': 'drawn'}]),
+                             new_code_cell('#| export\ndef f(): pass'), new_code_cell('#| default_exp ivla'), new_markdown_cell('see `02_ivla`, `x_y` and ```\n`02_ivla`\n```')])
+    cells = docs.readable(nb, ['02_ivla']).cells
+    assert [c.source for c in cells] == ['draw()', 'def f(): pass', 'see [`02_ivla`](02_ivla.ipynb), `x_y` and ```\n`02_ivla`\n```']
+    assert [c.metadata.get('tags') for c in cells] == [['remove-input'], None, None] and cells[0].outputs[0]['text'] == 'drawn'
 
 
 def test_the_landing_page_opens_on_the_data_flow_figure_a_paragraph_and_the_way_in(site):
