@@ -13,7 +13,7 @@ Sphinx reads processed copies written to a build folder, never nbs/ itself:
   code). The landing page also holds the navigation: one toctree per part.
 The Sphinx configuration is .ci/site/conf.py; it copies Debian's libjs-mathjax into the site for offline formulas.
 """
-import argparse, base64, re, sys, tempfile, time
+import argparse, base64, re, shutil, sys, tempfile, time
 from configparser import ConfigParser
 from pathlib import Path
 import nbformat
@@ -137,14 +137,15 @@ def prepare(src):
 
 
 def build(out):
-    "Write the site to `out`; returns the page names in reading order. Sphinx's warnings stop the build."
-    out = Path(out)
+    """Write the site to `out`; returns the page names in reading order. Sphinx's warnings stop the build.
+    Sphinx writes into the build folder, and the site is copied to `out` from there: MyST-NB puts a folder of its
+    own beside the site (jupyter_execute/), which must not land beside `out` (the repository, for _docs/)."""
     with tempfile.TemporaryDirectory(prefix='hsvlt-site-') as tmp:
-        src = Path(tmp) / 'src'; src.mkdir()
+        tmp = Path(tmp); src = tmp / 'src'; src.mkdir()
         pages = prepare(src)
-        rc = build_main(['-b', 'html', '-q', '-W', '--keep-going', '-c', str(CONF),
-                         '-d', str(Path(tmp) / 'doctrees'), str(src), str(out)])
-    if rc: raise RuntimeError(f'sphinx-build failed ({rc}): see its messages above')
+        rc = build_main(['-b', 'html', '-q', '-W', '--keep-going', '-c', str(CONF), '-d', str(tmp / 'doctrees'), str(src), str(tmp / 'site')])
+        if rc: raise RuntimeError(f'sphinx-build failed ({rc}): see its messages above')
+        shutil.copytree(tmp / 'site', out, dirs_exist_ok=True)
     return pages
 
 

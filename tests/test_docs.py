@@ -3,7 +3,7 @@ navigation grouped by part, `#|` lines and `#| hide` cells gone, the landing and
 nbs/index.ipynb, no broken internal link and nothing loaded from elsewhere; and in headless Chromium every page
 renders with its images loaded, its formulas set by the offline MathJax and a copy button on every code block,
 search finds pages, and the landing page (first screen) and 02 are screenshotted (into $HSVLT_SCREENSHOTS if set)."""
-import base64, json, os, re, shutil, subprocess, sys, pytest
+import base64, functools, json, os, re, shutil, subprocess, sys, pytest
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from bs4 import BeautifulSoup
@@ -25,12 +25,13 @@ SCREEN = (1280, 800)                   # the landing page's first screen
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp('site')
+    out = tmp_path_factory.mktemp('docs') / 'site'
     return out, docs.build(out)
 
 
 def notebook(name): return json.loads((ROOT / 'nbs' / f'{name}.ipynb').read_text())
 def source(cell): return ''.join(cell['source'])
+@functools.cache
 def html(out, page): return BeautifulSoup((out / f'{page}.html').read_text(encoding='utf-8'), 'html.parser')
 
 
@@ -83,6 +84,7 @@ def part(name):
 def test_a_page_for_every_notebook_under_its_title(site):
     out, pages = site
     assert pages == ['index', 'usage', *NAMES]
+    assert [p.name for p in out.parent.iterdir()] == ['site']                  # the build leaves nothing beside the site
     for name in NAMES:
         page = html(out, name)
         assert text(page.find('h1')) == plain(title(name)) and plain(page.title.get_text()) == f'{plain(title(name))} — hsvlt_lite', name
@@ -156,9 +158,8 @@ def test_no_internal_link_is_broken_and_nothing_is_loaded_from_elsewhere(site):
     files = sorted(out.glob('*.html'))
     cdn = set() if (out / '_static/mathjax/MathJax.js').is_file() else {MATHJAX_URL}     # without Debian's libjs-mathjax
     assert {f'{p}.html' for p in pages} | {'search.html', 'genindex.html'} <= {f.name for f in files}
-    ids = {}
     for f in files:
-        page = BeautifulSoup(f.read_text(encoding='utf-8'), 'html.parser')
+        page = html(out, f.stem)
         for tag in page.select('script[src], link[href], img[src]'):
             ref = tag.get('src') or tag.get('href')
             assert not urlsplit(ref).scheme or ref in cdn or (tag.name == 'link' and tag.get('rel') not in (['stylesheet'], ['preload'])), (f.name, ref)
@@ -168,9 +169,7 @@ def test_no_internal_link_is_broken_and_nothing_is_loaded_from_elsewhere(site):
             target = (f.parent / unquote(ref.path)).resolve() if ref.path else f
             assert target.exists(), (f.name, ref.geturl())
             if ref.fragment and target.suffix == '.html':
-                if target not in ids:
-                    ids[target] = {t['id'] for t in BeautifulSoup(target.read_text(encoding='utf-8'), 'html.parser').select('[id]')}
-                assert ref.fragment in ids[target], (f.name, ref.geturl())
+                assert html(target.parent, target.stem).find(id=ref.fragment), (f.name, ref.geturl())
 
 
 HARNESS = """<html><body><pre id="out">running</pre><script>
