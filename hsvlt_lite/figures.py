@@ -20,9 +20,9 @@ def box(ax, x, y, w, h, text, colour=GREY, size=7.5, **kw):
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle='round,pad=0,rounding_size=0.06', fc=FILL[colour], ec=colour, lw=1.2))
     ax.text(x + w / 2, y + h / 2, text, ha='center', va='center', fontsize=size, **kw)
 
-def arrow(ax, start, end, label='', colour=GREY, where=(0, 0.07), ha='center', va='bottom', at=0.5, **kw):
+def arrow(ax, start, end, label='', colour=GREY, where=(0, 0.07), ha='center', va='bottom', at=0.5):
     "An arrow from `start` to `end`, `label` placed at fraction `at` of its length, shifted by `where`."
-    ax.annotate('', end, start, arrowprops=dict(arrowstyle='-|>', color=colour, lw=1.3, shrinkA=0, shrinkB=0, **kw))
+    ax.annotate('', end, start, arrowprops=dict(arrowstyle='-|>', color=colour, lw=1.3, shrinkA=0, shrinkB=0))
     if label:
         mx, my = (1 - at) * start[0] + at * end[0] + where[0], (1 - at) * start[1] + at * end[1] + where[1]
         ax.text(mx, my, label, ha=ha, va=va, fontsize=7, color=colour, linespacing=1.1)
