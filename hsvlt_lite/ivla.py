@@ -24,9 +24,9 @@ def plain_attention(q, p, wk, wv, scale, need_weights=False):
     return rearrange(x, 'b m k d -> b k (m d)'), a
 
 # %% ../nbs/02_ivla.ipynb #40396bca
-def fold_wins(heads, k, n):
-    "Whether the folded IVLA is cheaper: `heads·k < n`."
-    return heads * k < n
+def fold_wins(heads, k, n, dim):
+    "Whether the folded IVLA costs fewer multiply-adds than the plain one: `k·(dim + (heads-1)·n) < n·dim` (one head: `k < n`)."
+    return k * (dim + (heads - 1) * n) < n * dim
 
 def folded_attention(q, p, wk, wv, scale, need_weights=False):
     "`plain_attention`'s result with `W_k` folded into the queries and `W_v` applied to the `k` attended vectors."
@@ -57,7 +57,7 @@ class IVLA(nn.Module):
         q = rearrange(self.q(l), 'b k (m d) -> b m k d', m=self.heads)
         if self.temperature is not None: return cosine_attention(q, p, self.k.weight, self.v.weight, self.temperature())
         if self.competitive: return *competitive_attention(q, p, self.k.weight, self.v.weight, self.scale), None
-        folded = fold_wins(self.heads, l.shape[1], p.shape[1]) if self.fold == 'auto' else self.fold == 'folded'
+        folded = fold_wins(self.heads, l.shape[1], p.shape[1], p.shape[2]) if self.fold == 'auto' else self.fold == 'folded'
         return *(folded_attention if folded else plain_attention)(q, p, self.k.weight, self.v.weight, self.scale, need_weights), None
 
     def forward(self, v, l, need_weights=False):            # v: b c h w, l: b k c -> S: b k c, A: b m k (h w)
