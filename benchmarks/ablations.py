@@ -15,7 +15,7 @@ switch changed (`no_csa`: --aggregation last, `late`: --interaction late, `topdo
 IVLA's attention extensions (`02_ivla`, all with a per-stage loss of weight 1): `qk_stage` (QK-normalisation),
 `evidence` (and match evidence), `floor` (a temperature floor of 10), `evidence_floor` (both); `mil` (QK-normalisation
 with the per-stage loss on each label's best patch match instead of its features); `compete` (labels compete for the
-patches, a softmax over the labels first, with the per-stage loss).
+patches, a softmax over the labels first, with the per-stage loss); `heads2` (two IVLA heads instead of one, nothing else).
 
 Equal time: `probe` times one training step of every model (making the batch, forward, backward, AdamW) in
 interleaved rounds in one process, so that a busy machine slows them all alike; each model then gets the
@@ -52,7 +52,7 @@ SWITCHES = {'hsvlt': {}, 'no_csa': dict(aggregation='last'), 'late': dict(intera
             'floor': dict(qk_norm=True, temperature_floor=10., stage_loss=1.),
             'evidence_floor': dict(qk_norm=True, match_evidence=True, temperature_floor=10., stage_loss=1.),
             'mil': dict(qk_norm=True, stage_loss=1., stage_heads='evidence'),
-            'compete': dict(competitive=True, stage_loss=1.)}
+            'compete': dict(competitive=True, stage_loss=1.), 'heads2': dict(heads=2)}
 MODELS = (*SWITCHES, *PEERS)
 
 

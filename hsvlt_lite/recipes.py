@@ -59,6 +59,7 @@ class Recipe:
     stem: str = 'auto'                     # 'auto' (the preset's) | 'patch' | 'conv'
     dims: Optional[tuple] = None           # the four stage widths instead of the preset's
     depths: Optional[tuple] = None         # blocks per stage instead of the preset's
+    heads: Optional[int] = None            # IVLA heads instead of the preset's
     label_norm: str = 'auto'               # 'auto' (the preset's) | 'on' | 'off'
     aggregation: str = 'csa'               # 'csa' | 'last' | 'topdown'
     interaction: str = 'ivla'              # 'ivla' | 'late'
@@ -95,7 +96,7 @@ class Recipe:
         if self.pretrained not in ('none', 'torchvision') and not str(self.pretrained).endswith(('.pth', '.pt')):
             raise ValueError(f"pretrained={self.pretrained!r}: expected 'none', 'torchvision' or a ConvNeXt checkpoint file ending in .pth")
         object.__setattr__(self, 'pretrained', str(self.pretrained))
-        for name in ('img_size', 'test_size', 'batch_size', 'epochs', 'steps_per_epoch', 'lr'):
+        for name in ('img_size', 'test_size', 'batch_size', 'epochs', 'steps_per_epoch', 'lr', 'heads'):
             val = getattr(self, name)
             if val is not None and not val > 0: raise ValueError(f"{name}={val!r}: expected a positive number")
         if self.img_size is not None and self.img_size % 32: raise ValueError(f"img_size={self.img_size}: expected a multiple of 32")
@@ -232,6 +233,7 @@ def model_config(r, text_dim):
     elif r.img_size is not None and r.img_size > CONV_STEM_MAX: switches['stem'] = 'patch'
     if r.label_norm != 'auto': switches['label_norm'] = r.label_norm == 'on'
     sizes = {k: getattr(r, k) for k in ('dims', 'depths') if getattr(r, k) is not None}
+    if r.heads is not None: sizes['num_heads'] = r.heads
     return HSVLTConfig.preset(r.preset, text_dim=text_dim, aggregation=r.aggregation, interaction=r.interaction,
                               visual_feedback=r.visual_feedback, qk_norm=r.qk_norm, temperature_floor=r.temperature_floor,
                               match_evidence=r.match_evidence, stage_heads=r.stage_heads if r.stage_loss > 0 else 'none', head=r.head, competitive=r.competitive, **switches, **sizes)

@@ -124,3 +124,12 @@ def test_the_attention_cures_are_hsvlt_train_with_their_switches():
     assert (net.cfg.qk_norm, net.cfg.match_evidence, net.cfg.temperature_floor, net.cfg.stage_heads) == (True, True, 10., 'features')
     assert recipe('emoji', 'evidence').command() == 'hsvlt train --data emoji --qk-norm --match-evidence --stage-loss 1.0'
     assert recipe('emoji', 'mil').command() == 'hsvlt train --data emoji --qk-norm --stage-loss 1.0 --stage-heads evidence'
+
+
+def test_competition_and_more_heads_are_hsvlt_train_with_their_switches():
+    from hsvlt_lite.data import VOC_CLASSES
+    net = build('compete', recipe('emoji', 'compete').resolved(), VOC_CLASSES)
+    assert net.cfg.competitive and net.cfg.stage_heads == 'features' and all(b.ivla.competitive for s in net.stages for b in s.blocks)
+    net = build('heads2', recipe('emoji', 'heads2').resolved(), VOC_CLASSES)
+    assert net.cfg.num_heads == 2 and all(b.ivla.heads == 2 for s in net.stages for b in s.blocks)
+    assert recipe('emoji', 'heads2').command() == 'hsvlt train --data emoji --heads 2'
