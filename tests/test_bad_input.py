@@ -261,6 +261,7 @@ def test_only_the_projects_own_leftovers_are_removed(tmp_path, capsys, monkeypat
     left = out / f'{TMP_PREFIX}{dead_pid()}-abc-model.pt'; left.write_text('half')                  # a killed write
     assert main(['train', *SHORT, '--out', str(out)]) == 0
     assert {n: (out / n).read_text() for n in mine} == mine and writing.exists() and not left.exists()
+    capsys.readouterr()                                                     # the run's own report and warnings
     monkeypatch.chdir(out)                                                  # a resume of a shipped model, whose folder is '.'
     assert main(['train', '--data', 'emoji', '--resume', 'emoji-nano']) == 2
     assert capsys.readouterr().err == "hsvlt: error: checkpoint 'emoji-nano' holds no training state to resume from\n"
