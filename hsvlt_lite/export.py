@@ -6,10 +6,10 @@
 __all__ = ['FORMATS', 'NEEDS', 'check_target', 'capture', 'export_model', 'load_exported', 'max_logit_error', 'export_checkpoint']
 
 # %% ../nbs/24_export.ipynb #01079f07
-import importlib.util, os, torch
+import importlib.util, io, os, torch
 from pathlib import Path
 from torch.export import Dim
-from .checkpoints import atomic_write, load_checkpoint, load_model, temp_file, trained_size
+from .checkpoints import WriteError, atomic_write, load_checkpoint, load_model, remove_leftovers, temp_file, trained_size
 
 # %% ../nbs/24_export.ipynb #ef5b36f0
 FORMATS = {'onnx': '.onnx', 'pt2': '.pt2'}
@@ -36,7 +36,9 @@ def export_model(model, path, fmt, img_size):
     "Write `model` (an `HSVLT`) to `path` in format `fmt` ('onnx' or 'pt2') for `img_size`² images, batch size dynamic; returns `path`."
     check_target(path, fmt)
     program = capture(model, img_size)
-    if fmt == 'pt2': atomic_write(path, lambda f: torch.export.save(program, f))
+    if fmt == 'pt2':                                   # into memory first: torch.export.save aborts the process when the disk fills
+        buf = io.BytesIO(); torch.export.save(program, buf)
+        atomic_write(path, lambda f: f.write(buf.getbuffer()))
     else:
         onnx_program = torch.onnx.export(program, dynamo=True, input_names=['images'], output_names=['logits'],
                                          dynamic_shapes={'images': {0: 'batch'}}, verbose=False)
@@ -71,6 +73,7 @@ def export_checkpoint(ckpt, out, fmt, img_size=None, weights='model', atol=1e-4)
     out = Path(out)
     check_target(out, fmt)
     size = img_size or trained_size(load_checkpoint(ckpt))
+    if out.parent.is_dir(): remove_leftovers(out.parent)   # what a killed export of ours left here
     model, _ = load_model(ckpt, weights)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +84,8 @@ def export_checkpoint(ckpt, out, fmt, img_size=None, weights='model', atol=1e-4)
         err = max_logit_error(model, export_model(model, tmp, fmt, size), size)
         if err > atol: raise ValueError(f"the {fmt} export of {str(ckpt)!r} differs from PyTorch by {err:.2e} in a logit (more than {atol:g}); {str(out)!r} not written")
         os.replace(tmp, out)
-    except OSError as e: raise ValueError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
+    except WriteError as e: raise WriteError(out, e.why) from None          # the user named `out`, not our temporary file
+    except OSError as e: raise WriteError(out, e.strerror or e) from None
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
     return err

