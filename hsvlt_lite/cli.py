@@ -73,6 +73,7 @@ def build_parser():
     t.add_argument('--stem', choices=('auto', 'patch', 'conv'), default='auto', help="stem: 'patch' 4x4 (the reference), 'conv' stride-1 3x3 convs + max-pools for small images; auto: the preset's (conv for nano), patch above 96 px")
     t.add_argument('--dims', type=number(int, above=0), nargs=4, metavar='C', help="the four stage widths, instead of the preset's")
     t.add_argument('--depths', type=number(int, above=0), nargs=4, metavar='N', help="blocks in each of the four stages, instead of the preset's")
+    t.add_argument('--heads', type=number(int, above=0), help="IVLA heads, instead of the preset's (a divisor of every stage width)")
     t.add_argument('--label-norm', choices=('auto', 'on', 'off'), default='auto', help="LayerNorm on the labels entering IVLA; auto: the preset's (on for nano)")
     t.add_argument('--aggregation', choices=('csa', 'last', 'topdown'), default='csa', help="the head: CSA over the four scales, the last stage's S only, or top-down")
     t.add_argument('--interaction', choices=('ivla', 'late'), default='ivla', help='labels meet the image in every block (IVLA), or only after each stage')
@@ -82,6 +83,9 @@ def build_parser():
     t.add_argument('--match-evidence', action='store_true', help="with --qk-norm: each label's best patch match joins IVLA's answer")
     t.add_argument('--stage-loss', type=number(float, low=0), default=0., help="weight of a per-stage loss on a classifier of every stage (0: none)")
     t.add_argument('--stage-heads', choices=('features', 'evidence'), default='features', help="with --stage-loss: each stage's classifier reads its label features S, or (with --qk-norm) each label's best patch match")
+    t.add_argument('--competitive', action='store_true', help="IVLA's labels compete for the patches: a softmax over the labels first (an extension)")
+    t.add_argument('--head', choices=('classwise', 'shared'), default='classwise', help="the classifier: a weight vector per label (the reference's), or one shared by all labels, which can score label names it never trained on")
+    t.add_argument('--unseen', nargs='+', default=(), metavar='NAME', help="labels never given in training (their targets ignored), scored at the end as a zero-shot test; needs --head shared")
     t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 5, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
     t.add_argument('--steps-per-epoch', type=number(int, above=0), help='steps per epoch (digits: 850 fresh batches, emoji: 320; image files: one pass)')
     t.add_argument('--lr', type=number(float, above=0), help='peak AdamW learning rate (from scratch: 3e-3; fine-tuning: 1e-5)')
@@ -152,6 +156,9 @@ def train(args):
     if metrics is None: return 0                       # not rank 0
     print(table(metrics))
     if 'AP_by_size' in metrics: print('AP by object size: ' + '  '.join(f'{k} {v:.4f}' for k, v in metrics['AP_by_size'].items()))
+    if 'zero_shot' in metrics:
+        zs = metrics['zero_shot']
+        print(f"zero-shot: mAP {zs['unseen_mAP']:.4f} on the labels never trained on ({', '.join(zs['unseen'])}), {zs['seen_mAP']:.4f} on the others")
     print(f"per-class thresholds for hsvlt predict, chosen on {metrics['threshold_source']}: " + '  '.join(f"{k} {metrics[k]:.4f} -> {metrics['at_thresholds'][k]:.4f}" for k in ('CF1', 'OF1')))
     print(f"run: {out}  ({metrics['timings']['train_seconds']:.0f} s training, {time.perf_counter() - t_start:.0f} s in all)")
     print(f"mAP: {metrics['mAP']:.4f}")

@@ -102,3 +102,9 @@ def test_an_unseen_labels_targets_never_reach_the_weights(tmp_path):
     assert all(torch.equal(same[k], other[k]) for k in same)
     seen, flipped_seen = weights(lst, ()), weights(tmp_path / 'flipped.txt', ())
     assert not all(torch.equal(seen[k], flipped_seen[k]) for k in seen)
+
+
+def test_hsvlt_train_unseen_needs_the_shared_head_in_one_line(capsys):
+    from hsvlt_lite.cli import main
+    assert main(['train', '--data', 'emoji', '--unseen', 'cat']) == 2
+    assert capsys.readouterr().err.strip() == "hsvlt: error: unseen=('cat',) needs head='shared': a class-wise head cannot score a label it never trained on"
