@@ -6,8 +6,8 @@
 __all__ = ['TMP_PREFIX', 'ASSETS', 'CHECKPOINT_KEYS', 'RUN_FILES', 'RUN_LOCK', 'temp_file', 'writer_pid', 'pid_alive',
            'remove_leftovers', 'WriteError', 'atomic_write', 'save_checkpoint', 'shipped', 'checkpoint_path',
            'check_whole', 'check_weights', 'load_checkpoint', 'save_weights', 'load_model', 'set_thresholds',
-           'stored_thresholds', 'trained_size', 'check_writable', 'claim_run_dir', 'holds_run', 'claim_free_run_dir',
-           'prepare_run_dir']
+           'stored_thresholds', 'trained_size', 'label_list', 'relabel', 'check_writable', 'claim_run_dir', 'holds_run',
+           'claim_free_run_dir', 'prepare_run_dir']
 
 # %% ../nbs/21_checkpoints.ipynb #964487c0
 import dataclasses, itertools, json, os, re, tempfile, torch
@@ -16,6 +16,8 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from .model import HSVLT, HSVLTConfig
+from .data import read_label_names
+from .labels import embed_labels, shipped_minilm
 try: import fcntl                                      # POSIX file locks, to claim a run folder (Linux, macOS)
 except ImportError: fcntl = None
 
@@ -183,14 +185,15 @@ def save_weights(src, dst):
     save_checkpoint(dst, model, epoch=ckpt['epoch'], cfg=ckpt['train_config'], label_names=names, history=ckpt['history'], meta=ckpt['meta'],
                     thresholds=ckpt.get('thresholds'))
 
-def load_model(path, weights='model'):
-    "The `HSVLT` stored in checkpoint `path` (its last weights, or `weights='ema'`), in evaluation mode, and its label names."
+def load_model(path, weights='model', labels=None):
+    "The `HSVLT` stored in checkpoint `path` (its last weights, or `weights='ema'`), in evaluation mode, and its label names; with `labels`, the same network scoring those label names instead (`relabel`)."
     ckpt = load_checkpoint(path, weights=weights)
     try: model = HSVLT(HSVLTConfig(**ckpt['model_config']), ckpt['label_embeddings'])
     except ValueError as e: raise ValueError(f"checkpoint {str(path)!r}: {e}") from None
     state = ckpt['model'] if weights == 'model' else _ema_weights(ckpt['ema'])
     check_weights(model, state, checkpoint_path(path))
     model.load_state_dict(state)
+    if labels is not None: return relabel(model.eval(), ckpt, labels, path)
     return model.eval(), ckpt['label_names']
 
 # %% ../nbs/21_checkpoints.ipynb #269f803e
@@ -212,6 +215,36 @@ def stored_thresholds(ckpt, weights='model'):
 def trained_size(ckpt):
     "The input size the model of checkpoint `ckpt` (a dict from `load_checkpoint`) was trained at, from its run's options; 448 (the paper's) if it does not say."
     return (ckpt.get('meta') or {}).get('img_size') or 448
+
+# %% ../nbs/21_checkpoints.ipynb #4405c1b7
+def label_list(labels):
+    "Label names from `labels`: a list of names, one string of comma-separated names, or the path of a text file of one name per line (`read_label_names`); a one-line `ValueError` for a blank, a repeat or a missing file."
+    if isinstance(labels, (str, Path)) and Path(labels).is_file(): return read_label_names(labels)
+    if isinstance(labels, Path) or (isinstance(labels, str) and ',' not in labels and Path(labels).suffix in ('.txt', '.csv', '.lst')):
+        raise ValueError(f"labels file {str(labels)!r} does not exist")
+    names = labels.split(',') if isinstance(labels, str) else list(labels) if isinstance(labels, (list, tuple)) else None
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"labels={labels!r}: expected label names, comma-separated, or a file of one name per line")
+    names = [n.strip() for n in names]
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice: raise ValueError(f"labels={labels!r}: {twice[0]!r} is named twice")
+    return names
+
+def relabel(model, ckpt, labels, path):
+    "`model`, read from checkpoint `ckpt` at `path`, scoring the label names `labels` (`label_list`) instead of its own, and those names: the checkpoint's vectors for the labels it has, its text encoder's for the others. Needs `head='shared'`."
+    names, trained, where = label_list(labels), ckpt['label_names'] or [], f"checkpoint {str(path)!r}"
+    if names == trained: return model, names
+    if model.cfg.head != 'shared':
+        raise ValueError(f"{where} has a class-wise head, a weight vector for each of its {len(trained)} labels, so it scores those only ({', '.join(trained)}); a model trained with --head shared scores any label name")
+    new, encoder = [n for n in names if n not in trained], (ckpt['meta'] or {}).get('embeddings', 'minilm')
+    if new and (encoder == 'onehot' or str(encoder).endswith('.pt')):
+        raise ValueError(f"{where} read its label vectors from {encoder!r}, which has none for {new[0]!r}; it scores its own labels only ({', '.join(trained)})")
+    try: fresh = dict(zip(new, embed_labels(new, encoder))) if new else {}
+    except ImportError as e:
+        missing = next((n for n in new if n not in shipped_minilm()), new[0])
+        raise ImportError(f"label {missing!r} has no vector shipped with hsvlt_lite, and {e}") from None
+    own = dict(zip(trained, ckpt['label_embeddings']))
+    return model.with_labels(torch.stack([own[n] if n in own else fresh[n] for n in names])), names
 
 # %% ../nbs/21_checkpoints.ipynb #9aad1b7f
 RUN_FILES = ('model.pt', 'metrics.json', 'attention.png')

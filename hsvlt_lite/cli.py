@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from .model import PRESETS
 from .recipes import Recipe, DATASETS, run_recipe
-from .checkpoints import claim_run_dir, claim_free_run_dir
+from .checkpoints import claim_run_dir, claim_free_run_dir, label_list
 from .predict import predict, evaluate_checkpoint
 from .export import FORMATS, export_checkpoint
 
@@ -120,12 +120,14 @@ def build_parser():
     r.add_argument('--img-size', type=image_size, help='input size (default: the one the model was trained at)')
     r.add_argument('--attention', type=Path, help='save the per-label, per-stage attention overlay of the first 8 images to this PNG')
     r.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
+    r.add_argument('--labels', help="score these label names instead of the model's own: 'zebra,bus stop', or a file of one name per line (a model trained with --head shared; names it never trained on too)")
     x = sub.add_parser('export', help='write a checkpoint as an ONNX or torch.export (.pt2) file, checked against PyTorch', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument('--ckpt', type=Path, required=True, help='model.pt written by hsvlt train, or a shipped name: digits-nano, emoji-nano')
     x.add_argument('--format', choices=tuple(FORMATS), required=True, help="onnx (needs pip install 'hsvlt_lite[export]') or pt2 (torch.export)")
     x.add_argument('out', type=Path, help='the file to write: .onnx or .pt2; any batch size, the trained input size')
     x.add_argument('--img-size', type=image_size, help='input size (default: the one the model was trained at)')
     x.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
+    x.add_argument('--labels', help="export scoring these label names, in this order: comma-separated, or a file of one per line (a model trained with --head shared)")
     return p
 
 def recipe_of(args):
@@ -177,7 +179,7 @@ def evaluate_cmd(args):
 def predict_cmd(args):
     "Predict the labels of the images that files, folders and patterns name (`predict`); print them, or write them to `--out`; name each skipped image on stderr."
     p = predict(args.ckpt, args.images, img_size=args.img_size, threshold=args.threshold, weights=args.weights, batch_size=args.batch_size,
-                device=args.device, out=args.out, attention=args.attention)
+                device=args.device, out=args.out, attention=args.attention, labels=args.labels)
     for _, line in p.skipped: print(f"hsvlt: skipped: {line}", file=sys.stderr)
     if args.out is not None: print(f"{len(p.paths)} images: {args.out}" + (f" ({len(p.skipped)} skipped)" if p.skipped else ''))
     else:
@@ -190,8 +192,9 @@ def predict_cmd(args):
 
 def export_cmd(args):
     "Write the checkpoint's model as an ONNX or `.pt2` file (`24_export`), checked against PyTorch before it is kept; print the largest logit difference."
-    err = export_checkpoint(args.ckpt, args.out, args.format, args.img_size, args.weights)
+    err = export_checkpoint(args.ckpt, args.out, args.format, args.img_size, args.weights, labels=args.labels)
     print(f"{args.out}: {args.format}, any batch size; max |logit difference| against PyTorch {err:.1e}")
+    if args.labels is not None: print(f"one logit per label, in this order: {', '.join(label_list(args.labels))}")
     return 0
 
 # %% ../nbs/23_cli.ipynb #f3aee3cb

@@ -68,13 +68,13 @@ def max_logit_error(model, path, img_size, batch=2, seed=0):
     with torch.no_grad(): return (load_exported(path)(x) - model.eval()(x)).abs().max().item()
 
 # %% ../nbs/24_export.ipynb #5c759830
-def export_checkpoint(ckpt, out, fmt, img_size=None, weights='model', atol=1e-4):
-    "Export the model of checkpoint `ckpt` (a file or a shipped name) to `out` in format `fmt` for `img_size`² images (default: its training size, else 448); returns the max |Δlogit| against PyTorch, and writes nothing if it exceeds `atol`."
+def export_checkpoint(ckpt, out, fmt, img_size=None, weights='model', atol=1e-4, labels=None):
+    "Export the model of checkpoint `ckpt` (a file or a shipped name) to `out` in format `fmt` for `img_size`² images (default: its training size, else 448); returns the max |Δlogit| against PyTorch, and writes nothing if it exceeds `atol`. `labels`: score these label names instead of its own (a shared head)."
     out = Path(out)
     check_target(out, fmt)
     size = img_size or trained_size(load_checkpoint(ckpt))
     if out.parent.is_dir(): remove_leftovers(out.parent)   # what a killed export of ours left here
-    model, _ = load_model(ckpt, weights)
+    model, _ = load_model(ckpt, weights, labels)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temp_file(out, FORMATS[fmt])         # the exporters want the format's suffix

@@ -43,14 +43,19 @@ def check_png(path):
     return path
 
 # %% ../nbs/25_predict.ipynb #efac798a
-def thresholds_of(ckpt, k, threshold=None, weights='model'):
-    "The `(k,)` thresholds and a line saying which: `threshold` for every label, else checkpoint `ckpt`'s per-class ones (a dict from `load_checkpoint`, or `None` for a model without one), else 0.5."
+def thresholds_of(ckpt, names, threshold=None, weights='model'):
+    "The thresholds `(k,)` of label `names` and a line saying which: `threshold` for every label; else checkpoint `ckpt`'s per-class ones (a dict from `load_checkpoint`, or `None` for a model in memory) for the labels it trained on, 0.5 for the others (names it never had, labels its run left unseen)."
+    k = len(names)
     if threshold is not None:
         if not 0 < threshold < 1: raise ValueError(f"threshold={threshold!r}: expected a number between 0 and 1")
         return torch.full((k,), float(threshold)), f"{threshold:g} for every label (--threshold)"
     th, source = stored_thresholds(ckpt, weights) if ckpt is not None else (None, None)
     if th is None: return torch.full((k,), 0.5), "0.5 for every label (the checkpoint stores no per-class thresholds)"
-    return th, f"per class, chosen on {source}"
+    unseen = (ckpt['meta'] or {}).get('unseen') or ()
+    own = {n: t for n, t in zip(ckpt['label_names'], th) if n not in unseen}
+    if not any(n in own for n in names): return torch.full((k,), 0.5), "0.5 for every label (the model trained on none of them)"
+    others = [n for n in names if n not in own]
+    return torch.stack([own.get(n, torch.tensor(0.5)) for n in names]), f"per class, chosen on {source}" + (f"; 0.5 for {', '.join(others)} (not trained on)" if others else '')
 
 # %% ../nbs/25_predict.ipynb #40ae8572
 def readable(paths, workers=8):
@@ -94,26 +99,27 @@ class Predictions:
         atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 # %% ../nbs/25_predict.ipynb #0fba2d54
-def _model_and_names(model, label_names, img_size, weights, device):
+def _model_and_names(model, label_names, img_size, weights, device, labels):
     "The model, its label names, its input size and its checkpoint (`None` for a model in memory)."
     if isinstance(model, torch.nn.Module):
+        if labels is not None: raise ValueError("labels= needs a checkpoint; a model in memory scores other labels as model.with_labels(vectors), given with their label_names")
         if label_names is None or img_size is None: raise ValueError("a model in memory needs its label_names and img_size (the size it was trained at)")
         k = model.label_embeddings.shape[0] if isinstance(model, HSVLT) else None
         if k is not None and len(label_names) != k: raise ValueError(f"label_names has {len(label_names)} names, the model {k} labels")
         return model, list(label_names), img_size, None
     check_device(device)
     ckpt = load_checkpoint(model, weights=weights)
-    m, names = load_model(model, weights)
+    m, names = load_model(model, weights, labels)
     return m.to(device), names, img_size or trained_size(ckpt), ckpt
 
 def predict(model, images, label_names=None, img_size=None, threshold=None, weights='model', batch_size=32, device='cpu',
-            out=None, attention=None, progress=True):
-    "Every label's probability for the images that `images` (files, folders, glob patterns) name, by `model`: a checkpoint file or shipped name, or a model in memory with its `label_names` and `img_size`. Images that cannot be read are skipped and named; `out` (.csv, .jsonl) gets the rows, `attention` (.png) the first 8 images' attention. Returns `Predictions`."
+            out=None, attention=None, progress=True, labels=None):
+    "Every label's probability for the images that `images` (files, folders, glob patterns) name, by `model`: a checkpoint file or shipped name, or a model in memory with its `label_names` and `img_size`. Images that cannot be read are skipped and named; `out` (.csv, .jsonl) gets the rows, `attention` (.png) the first 8 images' attention; `labels` (names, comma-separated, or a file of one per line) are scored instead of the checkpoint's own, through its shared head. Returns `Predictions`."
     if out is not None: out = check_out(out)
     if attention is not None: attention = check_png(attention)
     if not (isinstance(batch_size, int) and batch_size > 0): raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
-    model, names, size, ckpt = _model_and_names(model, label_names, img_size, weights, device)
-    th, source = thresholds_of(ckpt, len(names), threshold, weights)
+    model, names, size, ckpt = _model_and_names(model, label_names, img_size, weights, device, labels)
+    th, source = thresholds_of(ckpt, names, threshold, weights)
     paths, skipped = readable(image_paths(images, 'predict'))
     if not paths:
         raise ValueError(skipped[0][1] if len(skipped) == 1 else f"none of the {len(skipped)} images can be read (the first: {skipped[0][1]})")

@@ -108,3 +108,62 @@ def test_hsvlt_train_unseen_needs_the_shared_head_in_one_line(capsys):
     from hsvlt_lite.cli import main
     assert main(['train', '--data', 'emoji', '--unseen', 'cat']) == 2
     assert capsys.readouterr().err.strip() == "hsvlt: error: unseen=('cat',) needs head='shared': a class-wise head cannot score a label it never trained on"
+
+
+@pytest.fixture(scope='module')
+def open_run(tmp_path_factory):
+    "A short digits run with the shared head, 'seven' never given in training."
+    from hsvlt_lite.cli import main
+    out = tmp_path_factory.mktemp('open') / 'run'
+    assert main(['train', '--epochs', '1', '--steps-per-epoch', '6', '--test-size', '64', '--head', 'shared', '--unseen', 'seven', '--out', str(out)]) == 0
+    return out
+
+
+def built_for(names, like):
+    "A model of `like`'s config and weights, built afresh to read the label vectors of `names`."
+    from hsvlt_lite.labels import embed_labels
+    m = HSVLT(like.cfg, embed_labels(names)).eval()
+    m.load_state_dict(dict(like.state_dict(), label_embeddings=m.label_embeddings))
+    return m
+
+
+def test_hsvlt_predict_labels_scores_new_names(open_run, tmp_path, capsys):
+    import csv
+    from PIL import Image
+    from hsvlt_lite.cli import main
+    from hsvlt_lite.checkpoints import load_model
+    from hsvlt_lite.data import eval_transform
+    from hsvlt_lite.scenes import MultiScaleDigits
+    images = MultiScaleDigits('test', n=3, size=64, seed=3).images
+    for i, img in enumerate(images): Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / f'{i}.png')
+    (tmp_path / 'names.txt').write_text('seven\ncat\n')
+    assert main(['predict', '--ckpt', str(open_run), str(tmp_path / '*.png'), '--labels', str(tmp_path / 'names.txt'), '--out', str(tmp_path / 'p.csv')]) == 0
+    rows = list(csv.DictReader(open(tmp_path / 'p.csv')))
+    assert list(rows[0]) == ['path', 'predicted', 'seven', 'cat']
+    model, names = load_model(open_run)
+    x = torch.stack([eval_transform(64)(img) for img in images])
+    with torch.no_grad(): seven, cat = torch.sigmoid(model(x))[:, names.index('seven')], torch.sigmoid(built_for(['cat'], model)(x))[:, 0]
+    assert_close(torch.tensor([[float(r['seven']), float(r['cat'])] for r in rows]), torch.stack([seven, cat], 1), atol=1e-5, rtol=1e-4)
+    assert "thresholds: 0.5 for every label (the model trained on none of them)" in capsys.readouterr().out
+
+
+def test_hsvlt_export_labels_fixes_the_named_label_set(open_run, tmp_path, capsys):
+    from hsvlt_lite.cli import main
+    from hsvlt_lite.checkpoints import load_model
+    from hsvlt_lite.export import load_exported
+    assert main(['export', '--ckpt', str(open_run), '--format', 'pt2', str(tmp_path / 'm.pt2'), '--labels', 'three, cat']) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == 'one logit per label, in this order: three, cat'
+    model, names = load_model(open_run)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): got, own, cat = load_exported(tmp_path / 'm.pt2')(x), model(x), built_for(['cat'], model)(x)
+    assert_close(got, torch.stack([own[:, names.index('three')], cat[:, 0]], 1), atol=1e-5, rtol=0)
+
+
+def test_hsvlt_predict_labels_on_a_classwise_model_is_one_line(tmp_path, capsys):
+    from hsvlt_lite.cli import main
+    from hsvlt_lite.scenes import MultiScaleDigits
+    from PIL import Image
+    Image.fromarray(MultiScaleDigits('test', n=1, size=64, seed=3).images[0].permute(1, 2, 0).numpy()).save(tmp_path / 'x.png')
+    assert main(['predict', '--ckpt', 'digits-nano', str(tmp_path / 'x.png'), '--labels', 'cat,dog']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hsvlt: error: checkpoint 'digits-nano' has a class-wise head, a weight vector for each of its 10 labels, so it scores those only (") and '\n' not in err
