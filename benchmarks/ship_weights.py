@@ -5,7 +5,7 @@
 
 writes hsvlt_lite/assets/emoji-nano.pt (the model, its configs, label names and vectors, per-class thresholds; no
 optimiser, EMA or generator state) and its entry in hsvlt_lite/assets/checkpoints.json: file, SHA-256, data, the test mAP the
-slim file scores on its bundled test set, and the command that trained it (the `Recipe` stored in the checkpoint,
+slim file scores on its bundled test set (and, for a run that left labels unseen, their names and mAP), and the command that trained it (the `Recipe` stored in the checkpoint,
 written as a command line). A run saved before `hsvlt train` chose per-class thresholds gets them here, chosen
 the same way (`run_recipe`: best F1 per class on the validation canvases). `load_model('emoji-nano')`,
 `hsvlt eval --ckpt emoji-nano` and `hsvlt predict --ckpt emoji-nano` then find it; tests/test_train.py
@@ -14,7 +14,7 @@ re-scores every shipped checkpoint against the recorded mAP.
 import argparse, dataclasses, hashlib, json, os
 from pathlib import Path
 from hsvlt_lite.recipes import Recipe, test_set, score, validation_set
-from hsvlt_lite.metrics import best_f1_thresholds
+from hsvlt_lite.metrics import best_f1_thresholds, mean_average_precision
 from hsvlt_lite.train import evaluate
 from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model, set_thresholds, stored_thresholds
 
@@ -22,10 +22,13 @@ ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
 
 
 def rescore(path):
-    "Test mAP of checkpoint `path` on the bundled test set of its run."
-    r = Recipe().resolved(load_checkpoint(path)['meta'])
+    "Test mAP of checkpoint `path` on the bundled test set of its run; for a run that left labels unseen, their mAP too."
+    meta = load_checkpoint(path)['meta']
+    r, hidden = Recipe().resolved(meta), list(meta.get('unseen') or ())
     model, names = load_model(path)
-    return score(*evaluate(model, test_set(r), r.batch_size), names)['mAP']
+    scores, targets = evaluate(model, test_set(r), r.batch_size)
+    unseen = [names.index(n) for n in hidden]
+    return dict(mAP=score(scores, targets, names)['mAP'], **(dict(unseen=hidden, unseen_mAP=mean_average_precision(scores[:, unseen], targets[:, unseen])) if unseen else {}))
 
 
 def add_thresholds(path):
@@ -54,7 +57,7 @@ if __name__ == '__main__':
     add_thresholds(dst)
     index = ASSETS / 'checkpoints.json'
     entries = json.loads(index.read_text()) if index.exists() else {}
-    entries[a.name] = dict(file=dst.name, sha256=hashlib.sha256(dst.read_bytes()).hexdigest(), data=meta['data'], mAP=rescore(dst),
+    entries[a.name] = dict(file=dst.name, sha256=hashlib.sha256(dst.read_bytes()).hexdigest(), data=meta['data'], **rescore(dst),
                            command=command(meta))
     tmp = index.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + '\n')

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from .model import PRESETS
 from .recipes import Recipe, DATASETS, run_recipe
-from .checkpoints import claim_run_dir, claim_free_run_dir, label_list
+from .checkpoints import claim_run_dir, claim_free_run_dir, label_list, shipped
 from .predict import predict, evaluate_checkpoint
 from .export import FORMATS, export_checkpoint
 
@@ -105,12 +105,12 @@ def build_parser():
     t.add_argument('--seed', type=number(int, low=0), default=0, help='random seed (the bundled test sets are always the same)')
     t.add_argument('--workers', type=number(int, low=0), default=0, help='DataLoader workers')
     e = sub.add_parser('eval', help='score a checkpoint on a test set', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument('--ckpt', type=Path, required=True, help='model.pt written by hsvlt train, or a shipped name: digits-nano, emoji-nano')
+    e.add_argument('--ckpt', type=Path, required=True, help=f"model.pt written by hsvlt train, or a shipped name: {', '.join(shipped())}")
     add_data_args(e)
     e.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
     r = sub.add_parser('predict', help='labels of image files, folders or glob patterns', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        epilog=f"Every image is checked before any inference; one that cannot be read is skipped with a line naming it on stderr, and the exit code is then {SKIPPED} (0: every image predicted, 2: an error, nothing written).")
-    r.add_argument('--ckpt', type=Path, required=True, help='model.pt written by hsvlt train, or a shipped name: digits-nano, emoji-nano')
+    r.add_argument('--ckpt', type=Path, required=True, help=f"model.pt written by hsvlt train, or a shipped name: {', '.join(shipped())}")
     r.add_argument('images', nargs='+', help="image files, folders (their images at any depth) or quoted glob patterns ('photos/**/*.jpg')")
     r.add_argument('--out', type=Path, help='write one row per image to this .csv or .jsonl file: path, predicted labels, every label\'s probability')
     r.add_argument('--threshold', type=number(float, above=0, below=1), help="one threshold for every label (default: the checkpoint's per-class thresholds, or 0.5 where it has none)")
@@ -122,7 +122,7 @@ def build_parser():
     r.add_argument('--weights', choices=('model', 'ema'), default='model', help='the raw weights or their EMA')
     r.add_argument('--labels', help="score these label names instead of the model's own: 'zebra,bus stop', or a file of one name per line (a model trained with --head shared; names it never trained on too)")
     x = sub.add_parser('export', help='write a checkpoint as an ONNX or torch.export (.pt2) file, checked against PyTorch', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    x.add_argument('--ckpt', type=Path, required=True, help='model.pt written by hsvlt train, or a shipped name: digits-nano, emoji-nano')
+    x.add_argument('--ckpt', type=Path, required=True, help=f"model.pt written by hsvlt train, or a shipped name: {', '.join(shipped())}")
     x.add_argument('--format', choices=tuple(FORMATS), required=True, help="onnx (needs pip install 'hsvlt_lite[export]') or pt2 (torch.export)")
     x.add_argument('out', type=Path, help='the file to write: .onnx or .pt2; any batch size, the trained input size')
     x.add_argument('--img-size', type=image_size, help='input size (default: the one the model was trained at)')

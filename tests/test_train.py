@@ -310,10 +310,13 @@ def test_shipped_checkpoints_are_intact_and_score_their_recorded_map(name):
     with torch.no_grad(): scores = torch.cat([model(x) for x, _ in DataLoader(test, batch_size=250)])
     ap = average_precision_score(test.targets.numpy(), scores.numpy(), average=None)
     assert abs(ap.mean() - entry['mAP']) < 1e-4, (ap.mean(), entry['mAP'])
+    if 'unseen' in entry:                                                     # trained without these labels: their zero-shot mAP
+        unseen = [names.index(n) for n in entry['unseen']]
+        assert abs(ap[unseen].mean() - entry['unseen_mAP']) < 1e-4 and list(load_checkpoint(name)['meta']['unseen']) == entry['unseen']
 
 
 def test_a_checkpoint_is_a_file_or_a_shipped_name(tmp_path, monkeypatch):
-    assert set(shipped()) == {'digits-nano', 'emoji-nano'}                     # the two the README names
+    assert set(shipped()) == {'digits-nano', 'emoji-nano', 'emoji-nano-open'}  # the three the README names
     one_line_error(lambda: load_model('emoji-tiny'), r"'emoji-tiny' does not exist \(nor is it one of the shipped .*emoji-nano")
     save_checkpoint(tmp_path / 'emoji-nano', tiny(), label_names=list('abcd'))     # a file of that name wins
     monkeypatch.chdir(tmp_path)
