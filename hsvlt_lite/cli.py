@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SKIPPED', 'RECIPES_HELP', 'SCORE_KEYS', 'INTERRUPTED', 'Parser', 'fail', 'image_size', 'number', 'add_data_args',
-           'build_parser', 'recipe_of', 'table', 'run_folder', 'train', 'evaluate_cmd', 'predict_cmd', 'export_cmd',
-           'one_line', 'main']
+           'build_parser', 'recipe_of', 'table', 'run_folder', 'zero_shot_line', 'train', 'evaluate_cmd', 'predict_cmd',
+           'export_cmd', 'one_line', 'main']
 
 # %% ../nbs/23_cli.ipynb #6d55e22d
 import argparse, dataclasses, math, os, sys, time, torch, warnings
@@ -149,6 +149,10 @@ def run_folder(args, base):
     if int(os.environ.get('RANK', 0)) != 0: return nullcontext(out or base)
     return claim_run_dir(out) if out else claim_free_run_dir(base)
 
+def zero_shot_line(zs):
+    "The line reporting `score`'s `zero_shot` part: the mAP of the labels never given in training, and of the others."
+    return f"zero-shot: mAP {zs['unseen_mAP']:.4f} on the labels never trained on ({', '.join(zs['unseen'])}), {zs['seen_mAP']:.4f} on the others"
+
 def train(args):
     "Train the recipe of the arguments in its run folder (`model.pt`, `metrics.json`, `attention.png`); print the report, ending `mAP: ...`."
     t_start = time.perf_counter()
@@ -158,9 +162,7 @@ def train(args):
     if metrics is None: return 0                       # not rank 0
     print(table(metrics))
     if 'AP_by_size' in metrics: print('AP by object size: ' + '  '.join(f'{k} {v:.4f}' for k, v in metrics['AP_by_size'].items()))
-    if 'zero_shot' in metrics:
-        zs = metrics['zero_shot']
-        print(f"zero-shot: mAP {zs['unseen_mAP']:.4f} on the labels never trained on ({', '.join(zs['unseen'])}), {zs['seen_mAP']:.4f} on the others")
+    if 'zero_shot' in metrics: print(zero_shot_line(metrics['zero_shot']))
     print(f"per-class thresholds for hsvlt predict, chosen on {metrics['threshold_source']}: " + '  '.join(f"{k} {metrics[k]:.4f} -> {metrics['at_thresholds'][k]:.4f}" for k in ('CF1', 'OF1')))
     print(f"run: {out}  ({metrics['timings']['train_seconds']:.0f} s training, {time.perf_counter() - t_start:.0f} s in all)")
     print(f"mAP: {metrics['mAP']:.4f}")
@@ -172,6 +174,7 @@ def evaluate_cmd(args):
     res = evaluate_checkpoint(args.ckpt, recipe_of(args), args.weights, args.device)
     print(f"data: {res['data']}")
     print(table(res['metrics']))
+    if 'zero_shot' in res['metrics']: print(zero_shot_line(res['metrics']['zero_shot']))
     if 'at_thresholds' in res:
         print(f"at the per-class thresholds (chosen on {res['threshold_source']}): " + '  '.join(f"{k} {res['at_thresholds'][k]:.4f}" for k in SCORE_KEYS))
     return 0

@@ -145,7 +145,7 @@ def data_line(r):
     return f"{r.data} test set: " + ', '.join(f"{k.replace('_', ' ')} {Path(getattr(r, k)).absolute()}" for k in ('root', 'test_list', 'labels') if getattr(r, k) is not None)
 
 def evaluate_checkpoint(ckpt, recipe=None, weights='model', device='cpu'):
-    "Score checkpoint `ckpt` (a file or a shipped name) on its run's test set, or the one `recipe`'s data options name: a dict of `data` (a line), `metrics` (`score`), and `at_thresholds` with `threshold_source` where it keeps per-class thresholds."
+    "Score checkpoint `ckpt` (a file or a shipped name) on its run's test set, or the one `recipe`'s data options name: a dict of `data` (a line), `metrics` (`score`; with `zero_shot` for a run that left labels unseen), and `at_thresholds` with `threshold_source` where it keeps per-class thresholds."
     c = load_checkpoint(ckpt, weights=weights)
     given = recipe or Recipe()
     r = given.resolved(c.get('meta'))
@@ -158,7 +158,7 @@ def evaluate_checkpoint(ckpt, recipe=None, weights='model', device='cpu'):
         raise ValueError(f"checkpoint {str(ckpt)!r} was trained on labels {c['label_names']}, --data {r.data} has {list(test.label_names)}")
     model, names = load_model(ckpt, weights)
     scores, targets = evaluate(model.to(device), test, r.batch_size)
-    result = dict(data=data_line(r), metrics=score(scores, targets, names))
+    result = dict(data=data_line(r), metrics=score(scores, targets, names, (c['meta'] or {}).get('unseen') or ()))
     th, source = stored_thresholds(c, weights)
     if th is not None: result.update(at_thresholds=multilabel_scores(scores, targets, threshold=th.numpy()), threshold_source=source)
     return result

@@ -304,11 +304,16 @@ def train_config(r, train=None, **overrides):
     return TrainConfig(**dict(kw, **overrides))
 
 # %% ../nbs/22_recipes.ipynb #fb0741ae
-def score(scores, targets, names):
-    "mAP, the threshold and top-3 scores, and per-class AP (None for a class with no positive)."
+def score(scores, targets, names, unseen=()):
+    "mAP, the threshold and top-3 scores, and per-class AP (None for a class with no positive); with `unseen` label names (never given in training), `zero_shot`: their mAP, the others' and all labels'."
     ap = average_precisions(scores, targets)
     out = dict(mAP=mean_average_precision(scores, targets), **multilabel_scores(scores, targets, threshold=0.5, topk=3))
     out['AP'] = {n: None if a != a else float(a) for n, a in zip(names, ap.tolist())}
+    if unseen:
+        hidden = [names.index(n) for n in unseen]
+        seen = [c for c in range(len(names)) if c not in hidden]
+        out['zero_shot'] = dict(unseen=list(unseen), unseen_mAP=mean_average_precision(scores[:, hidden], targets[:, hidden]),
+                                seen_mAP=mean_average_precision(scores[:, seen], targets[:, seen]), all_mAP=out['mAP'])
     return out
 
 def write_json(path, obj):
@@ -361,16 +366,12 @@ def _run(recipe, out, resume, build, progress, overwrite, on_epoch):
     results, (val, source) = {}, validation_set(r, test)
     for which, m in kept.items():
         scores, targets = evaluate(m, test, r.batch_size, r.amp, r.channels_last)
-        results[which] = score(scores, targets, names)
+        results[which] = score(scores, targets, names, r.unseen)
         if r.data in BUNDLED: results[which]['AP_by_size'] = {band: mean_average_precision(scores, t) for band, t in test.targets_by_scale().items()}
         vs, vt = (scores, targets) if val is test else evaluate(m, val, r.batch_size, r.amp, r.channels_last)
         th = best_f1_thresholds(vs, hidden_targets(vt, hidden))             # unseen labels: no thresholds learned from their targets
         results[which]['thresholds'] = dict(zip(names, th.tolist()))
         results[which]['at_thresholds'] = {k: v for k, v in multilabel_scores(scores, targets, threshold=th).items() if not k.endswith('_top3')}
-        if hidden:
-            seen = [c for c in range(len(names)) if c not in hidden]
-            results[which]['zero_shot'] = dict(unseen=list(r.unseen), unseen_mAP=mean_average_precision(scores[:, hidden], targets[:, hidden]),
-                                               seen_mAP=mean_average_precision(scores[:, seen], targets[:, seen]), all_mAP=results[which]['mAP'])
     seconds = sum(h['seconds'] for h in history)
     metrics = dict(**results['ema' if r.ema else 'model'], raw=results['model'], ema=results.get('ema'),
                    history=[{k: v for k, v in h.items() if k != 'losses'} for h in history],

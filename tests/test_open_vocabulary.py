@@ -167,3 +167,19 @@ def test_hsvlt_predict_labels_on_a_classwise_model_is_one_line(tmp_path, capsys)
     assert main(['predict', '--ckpt', 'digits-nano', str(tmp_path / 'x.png'), '--labels', 'cat,dog']) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hsvlt: error: checkpoint 'digits-nano' has a class-wise head, a weight vector for each of its 10 labels, so it scores those only (") and '\n' not in err
+
+
+def test_hsvlt_eval_reports_the_zero_shot_map_of_a_run_with_unseen_labels(open_run, capsys):
+    from sklearn.metrics import average_precision_score
+    from hsvlt_lite.cli import main
+    from hsvlt_lite.checkpoints import load_model
+    from hsvlt_lite.scenes import MultiScaleDigits
+    from hsvlt_lite.train import evaluate
+    assert main(['eval', '--ckpt', str(open_run)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith('zero-shot:'))
+    model, names = load_model(open_run)
+    scores, targets = evaluate(model, MultiScaleDigits('test', n=64, size=64, seed=0))
+    ap = average_precision_score(targets.numpy(), scores.numpy(), average=None)
+    seven = names.index('seven')
+    others = [c for c in range(len(names)) if c != seven]
+    assert line == f"zero-shot: mAP {ap[seven]:.4f} on the labels never trained on (seven), {ap[others].mean():.4f} on the others"
