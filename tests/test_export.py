@@ -46,6 +46,21 @@ def test_nano_checkpoint_round_trip(fmt, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['model.pt', f'nano.{fmt}']
 
 
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_a_shared_head_exports_another_label_set(fmt, tmp_path):
+    "`labels=`: the file scores the named labels, in their order: a trained one as the model does, a new one as the same weights built for it."
+    from hsvlt_lite.labels import embed_labels
+    cfg = HSVLTConfig.preset('nano', text_dim=384, head='shared', layer_scale_init=1.0)
+    model = HSVLT(cfg, embed_labels(['dog', 'car', 'chair'])).eval()
+    save_checkpoint(tmp_path / 'model.pt', model, label_names=['dog', 'car', 'chair'], meta={'img_size': 64, 'embeddings': 'minilm'})
+    export_checkpoint(tmp_path / 'model.pt', tmp_path / f'm.{fmt}', fmt, labels=['chair', 'cat'])
+    cat = HSVLT(cfg, embed_labels(['cat'])).eval()
+    cat.load_state_dict(dict(model.state_dict(), label_embeddings=cat.label_embeddings))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad(): want = torch.stack([model(x)[:, 2], cat(x)[:, 0]], 1)
+    assert_close(load_exported(tmp_path / f'm.{fmt}')(x), want, atol=1e-4, rtol=0)
+
+
 def fake_export(monkeypatch, shift=0.):
     "Replace the slow export by a file of a few bytes and the runner by the eager model plus `shift`: the control flow of `export_checkpoint` alone."
     calls = []

@@ -15,14 +15,21 @@ def test_shared_head_is_a_classwise_head_with_every_row_equal():
     assert_close(shared(x[:, [4, 0]]), classwise(x)[:, [4, 0]])
 
 
-@pytest.mark.parametrize('switches', [dict(), dict(stage_heads='features'), dict(aggregation='topdown', qk_norm=True)])
+SWITCHES = [dict(), dict(stage_heads='features'), dict(aggregation='topdown', qk_norm=True), dict(aggregation='last'), dict(interaction='late'),
+            dict(num_heads=2, fold='plain'), dict(qk_norm=True, temperature_floor=5.0, match_evidence=True, stage_heads='evidence'), dict(label_norm=False),
+            dict(visual_feedback=True), dict(competitive=True)]
+
+
+@pytest.mark.parametrize('switches', SWITCHES, ids=lambda d: ','.join(f'{k}={v}' for k, v in d.items()) or 'default')
 def test_with_labels_scores_any_label_set(switches):
+    "With every switch: the model for new labels is the one built afresh for them; without the switches that couple labels (visual feedback, competition), a label's score does not depend on the others asked for."
     torch.manual_seed(0)
     e, new = torch.randn(6, 16), torch.randn(3, 16)
     model = HSVLT(HSVLTConfig.preset('nano', text_dim=16, head='shared', **switches), e).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert_close(model.with_labels(e[[4, 1, 1]])(x), model(x)[:, [4, 1, 1]])         # a label's score does not depend on the others
+        if not (switches.get('visual_feedback') or switches.get('competitive')):
+            assert_close(model.with_labels(e[[4, 1, 1]])(x), model(x)[:, [4, 1, 1]])     # a label's score does not depend on the others
         fresh = HSVLT(model.cfg, new).eval()                                              # built for the new labels, given the trained weights
         fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k != 'label_embeddings'}, strict=False)
         assert_close(model.with_labels(new)(x), fresh(x))
