@@ -14,7 +14,7 @@ re-scores every shipped checkpoint against the recorded mAP.
 import argparse, dataclasses, hashlib, json, os
 from pathlib import Path
 from hsvlt_lite.recipes import Recipe, test_set, score, validation_set
-from hsvlt_lite.metrics import best_f1_thresholds, mean_average_precision
+from hsvlt_lite.metrics import best_f1_thresholds
 from hsvlt_lite.train import evaluate
 from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model, set_thresholds, stored_thresholds
 
@@ -22,13 +22,12 @@ ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
 
 
 def rescore(path):
-    "Test mAP of checkpoint `path` on the bundled test set of its run; for a run that left labels unseen, their mAP too."
+    "Test mAP of checkpoint `path` on the bundled test set of its run; for a run that left labels unseen, their names and mAP too."
     meta = load_checkpoint(path)['meta']
     r, hidden = Recipe().resolved(meta), list(meta.get('unseen') or ())
     model, names = load_model(path)
-    scores, targets = evaluate(model, test_set(r), r.batch_size)
-    unseen = [names.index(n) for n in hidden]
-    return dict(mAP=score(scores, targets, names)['mAP'], **(dict(unseen=hidden, unseen_mAP=mean_average_precision(scores[:, unseen], targets[:, unseen])) if unseen else {}))
+    res = score(*evaluate(model, test_set(r), r.batch_size), names, hidden)
+    return dict(mAP=res['mAP'], **(dict(unseen=hidden, unseen_mAP=res['zero_shot']['unseen_mAP']) if hidden else {}))
 
 
 def add_thresholds(path):
