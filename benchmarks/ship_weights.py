@@ -16,15 +16,15 @@ from pathlib import Path
 from hsvlt_lite.recipes import Recipe, test_set, score, validation_set
 from hsvlt_lite.metrics import best_f1_thresholds
 from hsvlt_lite.train import evaluate
-from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model, set_thresholds, stored_thresholds
+from hsvlt_lite.checkpoints import save_weights, load_checkpoint, load_model, set_thresholds, stored_thresholds, unseen_labels
 
 ASSETS = Path(__file__).parents[1] / 'hsvlt_lite' / 'assets'
 
 
 def rescore(path):
     "Test mAP of checkpoint `path` on the bundled test set of its run; for a run that left labels unseen, their names and mAP too."
-    meta = load_checkpoint(path)['meta']
-    r, hidden = Recipe().resolved(meta), list(meta.get('unseen') or ())
+    ckpt = load_checkpoint(path)
+    r, hidden = Recipe().resolved(ckpt['meta']), unseen_labels(ckpt)
     model, names = load_model(path)
     res = score(*evaluate(model, test_set(r), r.batch_size), names, hidden)
     return dict(mAP=res['mAP'], **(dict(unseen=hidden, unseen_mAP=res['zero_shot']['unseen_mAP']) if hidden else {}))

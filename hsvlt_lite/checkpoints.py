@@ -6,8 +6,8 @@
 __all__ = ['TMP_PREFIX', 'ASSETS', 'CHECKPOINT_KEYS', 'RUN_FILES', 'RUN_LOCK', 'temp_file', 'writer_pid', 'pid_alive',
            'remove_leftovers', 'WriteError', 'atomic_write', 'save_checkpoint', 'shipped', 'checkpoint_path',
            'check_whole', 'check_weights', 'load_checkpoint', 'save_weights', 'load_model', 'set_thresholds',
-           'stored_thresholds', 'trained_size', 'label_list', 'relabel', 'check_writable', 'claim_run_dir', 'holds_run',
-           'claim_free_run_dir', 'prepare_run_dir']
+           'stored_thresholds', 'trained_size', 'unseen_labels', 'label_list', 'relabel', 'check_writable',
+           'claim_run_dir', 'holds_run', 'claim_free_run_dir', 'prepare_run_dir']
 
 # %% ../nbs/21_checkpoints.ipynb #964487c0
 import dataclasses, itertools, json, os, re, tempfile, torch
@@ -215,6 +215,10 @@ def stored_thresholds(ckpt, weights='model'):
 def trained_size(ckpt):
     "The input size the model of checkpoint `ckpt` (a dict from `load_checkpoint`) was trained at, from its run's options; 448 (the paper's) if it does not say."
     return (ckpt.get('meta') or {}).get('img_size') or 448
+
+def unseen_labels(ckpt):
+    "The label names the run of checkpoint `ckpt` (a dict from `load_checkpoint`) never gave in training (`Recipe.unseen`), as a list; empty if none."
+    return list((ckpt.get('meta') or {}).get('unseen') or ())
 
 # %% ../nbs/21_checkpoints.ipynb #4405c1b7
 def label_list(labels):

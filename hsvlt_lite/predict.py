@@ -17,7 +17,7 @@ from .model import HSVLT
 from .data import ImageFiles, image_paths, eval_transform, check_image
 from .metrics import multilabel_scores
 from .train import evaluate, check_device
-from .checkpoints import load_model, load_checkpoint, stored_thresholds, trained_size, check_writable, atomic_write, remove_leftovers
+from .checkpoints import load_model, load_checkpoint, stored_thresholds, trained_size, unseen_labels, check_writable, atomic_write, remove_leftovers
 from .attention import plot_attention
 from .recipes import Recipe, BUNDLED, test_set, score, save_figure
 
@@ -51,8 +51,7 @@ def thresholds_of(ckpt, names, threshold=None, weights='model'):
         return torch.full((k,), float(threshold)), f"{threshold:g} for every label (--threshold)"
     th, source = stored_thresholds(ckpt, weights) if ckpt is not None else (None, None)
     if th is None: return torch.full((k,), 0.5), "0.5 for every label (the checkpoint stores no per-class thresholds)"
-    unseen = (ckpt['meta'] or {}).get('unseen') or ()
-    own = {n: t for n, t in zip(ckpt['label_names'], th) if n not in unseen}
+    own = {n: t for n, t in zip(ckpt['label_names'], th) if n not in unseen_labels(ckpt)}
     if not any(n in own for n in names): return torch.full((k,), 0.5), "0.5 for every label (the model trained on none of them)"
     others = [n for n in names if n not in own]
     return torch.stack([own.get(n, torch.tensor(0.5)) for n in names]), f"per class, chosen on {source}" + (f"; 0.5 for {', '.join(others)} (not trained on)" if others else '')
@@ -158,7 +157,7 @@ def evaluate_checkpoint(ckpt, recipe=None, weights='model', device='cpu'):
         raise ValueError(f"checkpoint {str(ckpt)!r} was trained on labels {c['label_names']}, --data {r.data} has {list(test.label_names)}")
     model, names = load_model(ckpt, weights)
     scores, targets = evaluate(model.to(device), test, r.batch_size)
-    result = dict(data=data_line(r), metrics=score(scores, targets, names, (c['meta'] or {}).get('unseen') or ()))
+    result = dict(data=data_line(r), metrics=score(scores, targets, names, unseen_labels(c)))
     th, source = stored_thresholds(c, weights)
     if th is not None: result.update(at_thresholds=multilabel_scores(scores, targets, threshold=th.numpy()), threshold_source=source)
     return result

@@ -11,3 +11,11 @@ def golden():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+def built_for(names, like):
+    "A model of `like`'s config and weights, built afresh to read the MiniLM vectors of label `names`: the independent reference for `with_labels`."
+    from hsvlt_lite.labels import embed_labels
+    from hsvlt_lite.model import HSVLT
+    m = HSVLT(like.cfg, embed_labels(names)).eval()
+    m.load_state_dict(dict(like.state_dict(), label_embeddings=m.label_embeddings))
+    return m

@@ -4,6 +4,7 @@ from torch.testing import assert_close
 from hsvlt_lite.csa import ClasswiseLinear, SharedLinear
 from hsvlt_lite.model import HSVLT, HSVLTConfig
 from hsvlt_lite.recipes import set_prior
+from conftest import built_for
 
 
 def test_shared_head_is_a_classwise_head_with_every_row_equal():
@@ -124,14 +125,6 @@ def open_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('open') / 'run'
     assert main(['train', '--epochs', '1', '--steps-per-epoch', '6', '--test-size', '64', '--head', 'shared', '--unseen', 'seven', '--out', str(out)]) == 0
     return out
-
-
-def built_for(names, like):
-    "A model of `like`'s config and weights, built afresh to read the label vectors of `names`."
-    from hsvlt_lite.labels import embed_labels
-    m = HSVLT(like.cfg, embed_labels(names)).eval()
-    m.load_state_dict(dict(like.state_dict(), label_embeddings=m.label_embeddings))
-    return m
 
 
 def test_hsvlt_predict_labels_scores_new_names(open_run, tmp_path, capsys):
