@@ -106,7 +106,7 @@ def background(b, size, generator):
     "Dark canvases (b 3 size size) with a random tint, a smooth 4×4 texture and pixel grain."
     tint = uniform((b, 3, 1, 1), 0, 0.4, generator)
     texture = F.interpolate(0.06 * torch.randn(b, 3, 4, 4, generator=generator), size=(size, size), mode='bilinear', align_corners=False)
-    return tint + texture + 0.03 * torch.randn(b, 1, size, size, generator=generator)
+    return texture.add_(tint).add_(0.03 * torch.randn(b, 1, size, size, generator=generator))   # in place: drawn for every step
 
 def compose_canvases(pool, b, size=64, count=(1, 4), scale=(1/8, 1/2), augment=False, generator=None):
     "`b` canvases (uint8, b 3 size size) of glyphs drawn from `pool`, and their `Layout`."
@@ -121,10 +121,10 @@ def compose_canvases(pool, b, size=64, count=(1, 4), scale=(1/8, 1/2), augment=F
     half = side / 2 * torch.stack([aspect.sqrt(), aspect.rsqrt()], -1)
     ink = render_sprites(pool.images[glyph[active]][:, None], xy + side / 2, half, rotation, shear, size)
     alpha = torch.zeros(b, g, 1, size, size)
-    alpha[active] = (ink * stroke[:, None, None, None]).clamp(max=1)
+    alpha[active] = ink.mul_(stroke[:, None, None, None]).clamp_(max=1)
     image = background(b, size, generator)
-    for j in range(g): image = image + alpha[:, j] * (colour[:, j, :, None, None] - image)
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8), Layout(glyph, pool.labels[glyph], box, colour, active)
+    for j in range(g): image.add_(alpha[:, j] * (colour[:, j, :, None, None] - image))     # over-composite, slot after slot
+    return image.clamp_(0, 1).mul_(255).round_().to(torch.uint8), Layout(glyph, pool.labels[glyph], box, colour, active)
 
 def label_sizes(layout, k=10):
     "Per canvas and label, the side (px) of the label's largest glyph; 0 where the label is absent."
