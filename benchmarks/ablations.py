@@ -54,11 +54,15 @@ SWITCHES = {'hsvlt': {}, 'no_csa': dict(aggregation='last'), 'late': dict(intera
             'mil': dict(qk_norm=True, stage_loss=1., stage_heads='evidence'),
             'compete': dict(competitive=True, stage_loss=1.), 'heads2': dict(heads=2)}
 MODELS = (*SWITCHES, *PEERS)
+# The digits contest keeps the recipe it was run with, `hsvlt train`'s default then: batch 32 at 3e-3, 5 epochs of 850 steps.
+CONTESTS = {'digits': dict(batch_size=32, lr=3e-3, epochs=5, steps_per_epoch=850)}
 
 
 def recipe(data, model='hsvlt', seed=0, steps_per_epoch=None):
-    "The `hsvlt train` recipe of a run (the peers train by the HSVLT model's)."
-    return Recipe(data=data, seed=seed, steps_per_epoch=steps_per_epoch, **SWITCHES.get(model, {}))
+    "The `hsvlt train` recipe of a run (the peers train by the HSVLT model's), on the contest's recipe where it has its own."
+    fixed = dict(CONTESTS.get(data, {}))
+    if steps_per_epoch: fixed['steps_per_epoch'] = steps_per_epoch
+    return Recipe(data=data, seed=seed, **fixed, **SWITCHES.get(model, {}))
 
 
 def build(model, r, names):
@@ -106,7 +110,7 @@ def probe(data, models=MODELS, rounds=120, warmup=3, make=None):
 
 def equal_time_steps(data, seconds):
     "Steps per epoch of each model so that all train as long as `hsvlt train`'s default run of the HSVLT model."
-    d = BUNDLED[data][1]
+    d = dict(BUNDLED[data][1], **CONTESTS.get(data, {}))
     budget = d['epochs'] * d['steps_per_epoch'] * seconds['hsvlt']
     return {m: max(1, round(budget / seconds[m] / d['epochs'])) for m in seconds}
 

@@ -31,8 +31,8 @@ from .checkpoints import load_model, load_checkpoint, claim_run_dir, prepare_run
 from .attention import plot_attention
 
 # %% ../nbs/22_recipes.ipynb #3690276d
-DIGITS_DEFAULTS = dict(img_size=64, batch_size=32, epochs=5, steps_per_epoch=850, lr=3e-3, weight_decay=0.05, schedule='cosine', test_size=2000, channels_last=True)
-EMOJI_DEFAULTS = dict(DIGITS_DEFAULTS, epochs=10, steps_per_epoch=320)
+DIGITS_DEFAULTS = dict(img_size=64, batch_size=48, epochs=5, steps_per_epoch=567, lr=4e-3, weight_decay=0.05, schedule='cosine', test_size=2000, channels_last=True)
+EMOJI_DEFAULTS = dict(DIGITS_DEFAULTS, batch_size=32, lr=3e-3, epochs=10, steps_per_epoch=320)
 SCRATCH_DEFAULTS = dict(img_size=None, batch_size=32, epochs=30, steps_per_epoch=None, lr=3e-3, weight_decay=0.05, schedule='cosine', test_size=None, channels_last=False)
 FINETUNE_DEFAULTS = dict(img_size=448, batch_size=4, epochs=20, steps_per_epoch=None, lr=1e-5, weight_decay=1e-4, warmup=2, schedule='plateau', test_size=None, channels_last=False)
 BUNDLED = {'digits': (MultiScaleDigits, DIGITS_DEFAULTS), 'emoji': (EmojiScenes, EMOJI_DEFAULTS)}

@@ -79,6 +79,15 @@ def test_equal_time_steps_are_the_hsvlt_budget_over_each_step_time():
     assert steps == {'hsvlt': 320, 'fast': 640, 'slow': 213}
 
 
+def test_the_digits_contest_keeps_the_recipe_it_was_run_with():
+    # hsvlt train's default became 2,835 steps of batch 48; the stored contest is 4,250 steps of batch 32 at 3e-3
+    r = recipe('digits', 'late', seed=1).resolved()
+    assert (r.batch_size, r.lr, r.epochs, r.steps_per_epoch, r.interaction, r.seed) == (32, 3e-3, 5, 850, 'late', 1)
+    assert recipe('digits', steps_per_epoch=1500).resolved().steps_per_epoch == 1500
+    # a budget of 4,250 x 0.1 s = 425 s: 0.2 s steps get 2,125, 425 an epoch
+    assert equal_time_steps('digits', {'hsvlt': 0.1, 'slow': 0.2}) == {'hsvlt': 850, 'slow': 425}
+
+
 @pytest.mark.parametrize('model,field,value', [('hsvlt', 'aggregation', 'csa'), ('no_csa', 'aggregation', 'last'), ('late', 'interaction', 'late'),
                                                ('topdown', 'aggregation', 'topdown'), ('feedback', 'visual_feedback', True)])
 def test_each_ablation_is_hsvlt_train_with_one_switch(model, field, value):
