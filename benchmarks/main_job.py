@@ -100,14 +100,18 @@ def profile():
     print(f"training {train_s:.1f} s ({train_s / steps * 1000:.1f} ms a step with drawing); outside training {wall - train_s:.1f} s")
 
 
-def steps():
-    "One training step of the main job split into drawing, forward, backward (with the loss) and the optimiser."
+def main_job():
+    "The main job's model (channels-last), training config, AdamW, loss and its stream of fresh training batches."
     r = MAIN.resolved()
     torch.manual_seed(0)
     model = build_model(r, label_vectors(r.embeddings, recipes.test_set(r).label_names)).to(memory_format=torch.channels_last)
     cfg = train_config(r, progress=False)
-    opt, loss_fn = make_optimizer(model, cfg), make_loss(cfg.loss)
-    it = iter(train_set(r))
+    return model, cfg, make_optimizer(model, cfg), make_loss(cfg.loss), iter(train_set(r))
+
+
+def steps():
+    "One training step of the main job split into drawing, forward, backward (with the loss) and the optimiser."
+    model, cfg, opt, loss_fn, it = main_job()
     parts = defaultdict(list)
     for i in range(args.rounds + 3):
         t0 = time.perf_counter(); x, y = next(it)
@@ -129,11 +133,7 @@ def steps():
 
 def main_and_reference():
     "The main job's training step (drawing included) and the reference step, as callables."
-    r = MAIN.resolved()
-    torch.manual_seed(0)
-    model = build_model(r, label_vectors(r.embeddings, recipes.test_set(r).label_names)).to(memory_format=torch.channels_last)
-    cfg = train_config(r, progress=False)
-    opt, loss_fn, it = make_optimizer(model, cfg), make_loss(cfg.loss), iter(train_set(r))
+    model, cfg, opt, loss_fn, it = main_job()
     scaler, cpu = torch.amp.GradScaler('cpu', enabled=False), torch.device('cpu')
     for g in opt.param_groups: g['lr'] = cfg.lr / 10
     ref = torchvision.models.convnext_tiny(weights=None)
