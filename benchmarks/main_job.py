@@ -10,7 +10,7 @@ reference step in the same process, torchvision's ConvNeXt-T at batch 16 and 64Â
 outside training (canvases, per-epoch scoring, thresholds, checkpoints, the picture) in reference steps, on AVX2 kernels
 (`ATEN_CPU_CAPABILITY=avx2`, oneDNN held to AVX2, set before torch loads; `--native` keeps the machine's own), the kernels
 the slow kind runs. It does the same for the commit whose job was timed on the slow kind (`ANCHOR`, checked out into a
-temporary git worktree), alternating fresh processes, since the ratios drift with how busy a shared machine is (0.394 to
+temporary git worktree), alternating fresh processes, since the ratios drift with how busy a shared machine is (0.383 to
 0.443 for the anchor's step in one afternoon). The slow kind's seconds are then its measured ones at the anchor times how
 much the ratios moved: on a quiet 2-core AMD EPYC with AVX2 only, the anchor's job took 0.146-0.160 s a training step
 (epochs of 850 steps in 124.3-135.8 s), 68 s outside training and 705 s wall.
@@ -20,7 +20,7 @@ import argparse, os, sys
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument('what', choices=['profile', 'steps', 'predict', 'measure'])
 p.add_argument('--rounds', type=int, default=40, help='steps: timed steps; predict: interleaved rounds')
-p.add_argument('--steps-per-epoch', type=int, help='profile: a shorter job (the default: the real 850)')
+p.add_argument('--steps-per-epoch', type=int, help="profile: a shorter job (default: the job's own)")
 p.add_argument('--pairs', type=int, default=2, help='predict: measurements of this code and of the anchor commit, alternated')
 p.add_argument('--native', action='store_true', help="predict: the machine's own kernels instead of AVX2")
 args = p.parse_args()
