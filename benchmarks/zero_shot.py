@@ -4,12 +4,13 @@
     python benchmarks/zero_shot.py run --model shared --seed 0    # one run, stored the moment it ends
     python benchmarks/zero_shot.py run --model shared --seed 0 --keep runs/open   # ... keeping its run folder (HSVLT only)
     python benchmarks/zero_shot.py all --seeds 0 1 2              # every model and seed not stored yet
+    python benchmarks/zero_shot.py run --model shared --seed 0 --loss asl   # ... with the asymmetric loss (stored as shared+asl/0)
 
 Protocol (fixed before any model was trained on it):
 - Unseen labels: UNSEEN below, each with a seen label nearest in meaning: sheep (cow, horse), bus (car, train),
   sofa (chair), motorbike (bicycle), cat (dog). Their objects appear in the training scenes as usual; their labels
   are never given (`Recipe.unseen`: their targets are ignored by the loss, the prior and the thresholds).
-- Training: the default emoji recipe (`hsvlt train --data emoji`), at equal time: each model gets the steps that take
+- Training: the default emoji recipe (`hsvlt train --data emoji`; `--loss asl` swaps binary cross-entropy for ASL), at equal time: each model gets the steps that take
   as long as the plain HSVLT-nano's 3,200 (`probe`, as in `ablations.py`).
 - Test: the fixed emoji test set (seed 0) with all 20 labels. ZSL mAP over the 5 unseen, GZSL mAP over all 20, mAP
   over the 15 seen, AP of each unseen label, chance (each unseen label's share of test scenes, the AP of a random
@@ -36,9 +37,9 @@ MODELS = ('shared', *OPEN_PEERS)
 RESULTS = Path(__file__).parent / 'results' / 'zero_shot.json'
 
 
-def recipe(seed=0, steps_per_epoch=None):
-    "The recipe every model trains by: the default emoji run, the unseen labels' targets ignored."
-    return Recipe(data='emoji', head='shared', unseen=UNSEEN, seed=seed, steps_per_epoch=steps_per_epoch)
+def recipe(seed=0, steps_per_epoch=None, loss='bce'):
+    "The recipe every model trains by: the default emoji run (with `loss`), the unseen labels' targets ignored."
+    return Recipe(data='emoji', head='shared', unseen=UNSEEN, seed=seed, steps_per_epoch=steps_per_epoch, loss=loss)
 
 
 def make(model, names):
@@ -68,9 +69,12 @@ def unseen_pointing(model, names, n=400, seed=1):
     return localisation_report(model, normalize(images), lambda grid: patch_hits(layout.box, objects, grid, 64), present)
 
 
-def run(model, seed, steps_per_epoch, keep=None, log=sys.stderr):
-    "Train `model` by the protocol and return its record."
-    r, t0 = recipe(seed, steps_per_epoch), time.perf_counter()
+def key(model, loss): return model if loss == 'bce' else f'{model}+{loss}'
+
+
+def run(model, seed, steps_per_epoch, loss='bce', keep=None, log=sys.stderr):
+    "Train `model` by the protocol (with `loss`) and return its record."
+    r, t0 = recipe(seed, steps_per_epoch, loss), time.perf_counter()
     with redirect_stdout(log):
         if model == 'shared':
             out = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=f'zero-shot-{seed}-')) / 'run'
@@ -83,10 +87,10 @@ def run(model, seed, steps_per_epoch, keep=None, log=sys.stderr):
     names, zs = m['label_names'], m['zero_shot']
     targets = test_set(r.resolved()).targets
     steps = r.resolved().steps_per_epoch * r.resolved().epochs
-    return dict(model=model, seed=seed, steps=steps, wall_seconds=time.perf_counter() - t0, train_seconds=m['timings']['train_seconds'],
+    return dict(model=key(model, loss), loss=loss, seed=seed, steps=steps, wall_seconds=time.perf_counter() - t0, train_seconds=m['timings']['train_seconds'],
                 ZSL=zs['unseen_mAP'], GZSL=zs['all_mAP'], seen=zs['seen_mAP'], AP_unseen={n: m['AP'][n] for n in UNSEEN},
                 chance={n: targets[:, names.index(n)].float().mean().item() for n in UNSEEN},
-                command=f'python benchmarks/zero_shot.py run --model {model} --seed {seed}', checkpoint=out and str(out / 'model.pt'),
+                command=f'python benchmarks/zero_shot.py run --model {model} --seed {seed}' + (f' --loss {loss}' if loss != 'bce' else ''), checkpoint=out and str(out / 'model.pt'),
                 localisation_unseen=unseen_pointing(net, names) if hasattr(net, 'forward_features') else None)
 
 
@@ -104,6 +108,7 @@ if __name__ == '__main__':
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--keep', help='run: keep the run folder here (shared only)')
+    p.add_argument('--loss', choices=('bce', 'asl'), default='bce', help='the training loss of every model run')
     a = p.parse_args()
     if a.what == 'probe':
         seconds = probe('emoji', MODELS, make=make)
@@ -114,5 +119,5 @@ if __name__ == '__main__':
     else:
         counts = load().get('probe', {}).get('steps_per_epoch')
         if not counts: raise SystemExit('no step counts yet: run `python benchmarks/zero_shot.py probe` first')
-        todo = [(a.model, a.seed)] if a.what == 'run' else [(m, s) for s in a.seeds for m in MODELS if f'{m}/{s}' not in load().get('runs', {})]
-        for m, s in todo: store(run(m, s, counts[m], keep=a.keep if a.what == 'run' else None))
+        todo = [(a.model, a.seed)] if a.what == 'run' else [(m, s) for s in a.seeds for m in MODELS if f'{key(m, a.loss)}/{s}' not in load().get('runs', {})]
+        for m, s in todo: store(run(m, s, counts[m], a.loss, keep=a.keep if a.what == 'run' else None))

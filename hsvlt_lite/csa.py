@@ -21,31 +21,38 @@ class ClasswiseLinear(nn.Module):
     def forward(self, x): return einsum(x, self.weight, 'b k c, k c -> b k') + self.bias
 
 class SharedLinear(nn.Module):
-    "One weight vector and bias for every label's token, `b k c, c -> b k`: any number of labels, including ones never trained on."
-    def __init__(self, dim):
+    """One rule for every label, `b k c, k c -> b k`: label `k`'s weight vector is `w + U e_k`, made from its text vector
+    `e_k` by the shared `U` (`text_dim` given; `U` starts at zero), or `w` alone. Scores any labels, including new ones."""
+    def __init__(self, dim, text_dim=None):
         super().__init__()
         self.weight, self.bias = nn.Parameter(torch.empty(1, dim)), nn.Parameter(torch.empty(1))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         nn.init.uniform_(self.bias, -dim ** -0.5, dim ** -0.5)
+        self.text = None if text_dim is None else nn.Linear(text_dim, dim, bias=False)
+        if self.text is not None: nn.init.zeros_(self.text.weight)
 
-    def forward(self, x): return einsum(x, self.weight[0], 'b k c, c -> b k') + self.bias
+    def forward(self, x, e=None):                            # x: b k c; e: k text_dim, the labels' vectors
+        if self.text is None: return einsum(x, self.weight[0], 'b k c, c -> b k') + self.bias
+        if e is None: raise ValueError("this shared head makes each label's weights from its text vector: pass the label vectors e")
+        return einsum(x, self.weight + self.text(e), 'b k c, k c -> b k') + self.bias
 
 # %% ../nbs/04_csa.ipynb #3231829a
 class Aggregation(nn.Module):
     "Multi-modal features of the scales -> logits: `csa` (concatenate all), `last` (S4 only) or `topdown` (FPN-like)."
     modes, heads = ('csa', 'last', 'topdown'), ('classwise', 'shared')
-    def __init__(self, mode, dims, k, head='classwise'):
+    def __init__(self, mode, dims, k, head='classwise', text_dim=None):
         super().__init__()
         if mode not in self.modes: raise ValueError(f"aggregation={mode!r}: expected one of {self.modes}")
         if head not in self.heads: raise ValueError(f"head={head!r}: expected one of {self.heads}")
         self.mode = mode
         self.topdown = nn.ModuleList(nn.Linear(c1, c0) for c0, c1 in zip(dims[:-1], dims[1:])) if mode == 'topdown' else None
         width = {'csa': sum(dims), 'last': dims[-1], 'topdown': dims[0]}[mode]
-        self.head = ClasswiseLinear(k, width) if head == 'classwise' else SharedLinear(width)
+        self.head = ClasswiseLinear(k, width) if head == 'classwise' else SharedLinear(width, text_dim)
 
-    def forward(self, s):                                    # list of b k c_i -> b k
-        if self.mode == 'csa': return self.head(torch.cat(s, dim=-1))
-        if self.mode == 'last': return self.head(s[-1])
+    def forward(self, s, e=None):                            # list of b k c_i (and the label vectors, for a shared head) -> b k
+        head = self.head if isinstance(self.head, ClasswiseLinear) else lambda x: self.head(x, e)
+        if self.mode == 'csa': return head(torch.cat(s, dim=-1))
+        if self.mode == 'last': return head(s[-1])
         t = s[-1]
         for proj, si in zip(reversed(self.topdown), reversed(s[:-1])): t = si + proj(t)
-        return self.head(t)
+        return head(t)

@@ -48,7 +48,7 @@ class HSVLTConfig:
     temperature_floor: float = 0.          # with qk_norm: the temperature never falls below this
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
     stage_heads: str = 'none'              # a classifier per stage too, for a per-stage loss: 'none' | 'features' (on S_i) | 'evidence' (on E_i, needs qk_norm)
-    head: str = 'classwise'                # 'classwise': a weight vector per label (the reference) | 'shared': one for all, so any label can be scored
+    head: str = 'classwise'                # 'classwise': a weight vector per label (the reference) | 'shared': one rule for all, w + U e_k, so any label can be scored
     competitive: bool = False              # IVLA's labels compete for patches (a softmax over the labels first; an extension, 02_ivla)
 
     def __post_init__(self):
@@ -145,9 +145,9 @@ class HSVLT(nn.Module):
         fused = [cfg.aggregation != 'last' or i == 3 for i in range(4)]
         self.stages = nn.ModuleList(_stage(cfg, i, rates[starts[i]:starts[i] + d], i == 3, fused[i])
                                     for i, d in enumerate(cfg.depths))
-        self.aggregate = Aggregation(cfg.aggregation, cfg.dims, len(label_embeddings), cfg.head)
+        self.aggregate = Aggregation(cfg.aggregation, cfg.dims, len(label_embeddings), cfg.head, cfg.text_dim)
         k = len(label_embeddings)
-        head = (lambda c: ClasswiseLinear(k, c)) if cfg.head == 'classwise' else SharedLinear
+        head = (lambda c: ClasswiseLinear(k, c)) if cfg.head == 'classwise' else (lambda c: SharedLinear(c, cfg.text_dim))
         self.stage_heads = None if cfg.stage_heads == 'none' else nn.ModuleList(head(c if cfg.stage_heads == 'features' else 1) for c in cfg.dims)
         self.init_label_path()
 
@@ -191,10 +191,11 @@ class HSVLT(nn.Module):
         "Logits `(b, k)`; with `stages=True` also each stage's own logits `(b, 4, k)` from `stage_heads` (for a per-stage loss)."
         feats = self.forward_features(images, need_weights=False)
         s = [f.S for f in feats]
-        if not stages: return self.aggregate(s)
+        if not stages: return self.aggregate(s, self.label_embeddings)
         if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads='features' or 'evidence'")
         x = s if self.cfg.stage_heads == 'features' else [rearrange(f.E, 'b k -> b k 1') for f in feats]
-        return self.aggregate(s), torch.stack([head(xi) for head, xi in zip(self.stage_heads, x)], dim=1)
+        shared = self.cfg.head == 'shared'
+        return self.aggregate(s, self.label_embeddings), torch.stack([head(xi, self.label_embeddings) if shared else head(xi) for head, xi in zip(self.stage_heads, x)], dim=1)
 
 def _normal_fan_in(lin):
     nn.init.normal_(lin.weight, std=lin.weight.shape[1] ** -0.5)

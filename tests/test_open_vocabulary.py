@@ -16,6 +16,20 @@ def test_shared_head_is_a_classwise_head_with_every_row_equal():
     assert_close(shared(x[:, [4, 0]]), classwise(x)[:, [4, 0]])
 
 
+def test_text_made_head_is_a_classwise_head_with_rows_from_the_label_vectors():
+    "With `text_dim`, label k's row is w + U e_k: checked against a class-wise head given those rows, computed by hand."
+    torch.manual_seed(0)
+    shared, x, e = SharedLinear(12, text_dim=7), torch.randn(3, 5, 12), torch.randn(5, 7)
+    assert_close(shared(x, e), x @ shared.weight[0] + shared.bias)                       # U starts at zero
+    with torch.no_grad(): shared.text.weight.normal_()
+    rows = shared.weight[0] + torch.stack([shared.text.weight @ ek for ek in e])
+    classwise = ClasswiseLinear(5, 12)
+    with torch.no_grad(): classwise.weight.copy_(rows); classwise.bias.copy_(shared.bias.expand(5))
+    assert_close(shared(x, e), classwise(x))
+    assert_close(shared(x[:, [4, 0]], e[[4, 0]]), classwise(x)[:, [4, 0]])
+    with pytest.raises(ValueError, match='pass the label vectors e'): shared(x)
+
+
 SWITCHES = [dict(), dict(stage_heads='features'), dict(aggregation='topdown', qk_norm=True), dict(aggregation='last'), dict(interaction='late'),
             dict(num_heads=2, fold='plain'), dict(qk_norm=True, temperature_floor=5.0, match_evidence=True, stage_heads='evidence'), dict(label_norm=False),
             dict(visual_feedback=True), dict(competitive=True)]
@@ -27,6 +41,7 @@ def test_with_labels_scores_any_label_set(switches):
     torch.manual_seed(0)
     e, new = torch.randn(6, 16), torch.randn(3, 16)
     model = HSVLT(HSVLTConfig.preset('nano', text_dim=16, head='shared', **switches), e).eval()
+    for head in (m for m in model.modules() if isinstance(m, SharedLinear)): torch.nn.init.normal_(head.text.weight, std=0.1)   # as after training
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         if not (switches.get('visual_feedback') or switches.get('competitive')):
