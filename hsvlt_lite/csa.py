@@ -18,7 +18,7 @@ class ClasswiseLinear(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))   # nn.Linear's default, as in the reference
         nn.init.uniform_(self.bias, -dim ** -0.5, dim ** -0.5)
 
-    def forward(self, x): return einsum(x, self.weight, 'b k c, k c -> b k') + self.bias
+    def forward(self, x, e=None): return einsum(x, self.weight, 'b k c, k c -> b k') + self.bias   # e: label vectors, unused (every head takes them)
 
 class SharedLinear(nn.Module):
     """One rule for every label, `b k c, k c -> b k`: label `k`'s weight vector is `w + U e_k`, made from its text vector
@@ -50,9 +50,8 @@ class Aggregation(nn.Module):
         self.head = ClasswiseLinear(k, width) if head == 'classwise' else SharedLinear(width, text_dim)
 
     def forward(self, s, e=None):                            # list of b k c_i (and the label vectors, for a shared head) -> b k
-        head = self.head if isinstance(self.head, ClasswiseLinear) else lambda x: self.head(x, e)
-        if self.mode == 'csa': return head(torch.cat(s, dim=-1))
-        if self.mode == 'last': return head(s[-1])
+        if self.mode == 'csa': return self.head(torch.cat(s, dim=-1), e)
+        if self.mode == 'last': return self.head(s[-1], e)
         t = s[-1]
         for proj, si in zip(reversed(self.topdown), reversed(s[:-1])): t = si + proj(t)
-        return head(t)
+        return self.head(t, e)

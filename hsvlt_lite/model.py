@@ -194,8 +194,7 @@ class HSVLT(nn.Module):
         if not stages: return self.aggregate(s, self.label_embeddings)
         if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads='features' or 'evidence'")
         x = s if self.cfg.stage_heads == 'features' else [rearrange(f.E, 'b k -> b k 1') for f in feats]
-        shared = self.cfg.head == 'shared'
-        return self.aggregate(s, self.label_embeddings), torch.stack([head(xi, self.label_embeddings) if shared else head(xi) for head, xi in zip(self.stage_heads, x)], dim=1)
+        return self.aggregate(s, self.label_embeddings), torch.stack([head(xi, self.label_embeddings) for head, xi in zip(self.stage_heads, x)], dim=1)
 
 def _normal_fan_in(lin):
     nn.init.normal_(lin.weight, std=lin.weight.shape[1] ** -0.5)
