@@ -84,7 +84,7 @@ def build_parser():
     t.add_argument('--stage-loss', type=number(float, low=0), default=0., help="weight of a per-stage loss on a classifier of every stage (0: none)")
     t.add_argument('--stage-heads', choices=('features', 'evidence'), default='features', help="with --stage-loss: each stage's classifier reads its label features S, or (with --qk-norm) each label's best patch match")
     t.add_argument('--competitive', action='store_true', help="IVLA's labels compete for the patches: a softmax over the labels first (an extension)")
-    t.add_argument('--head', choices=('classwise', 'shared'), default='classwise', help="the classifier: a weight vector per label (the reference's), or one rule for all labels that makes each label's weights from its text vector, so it can score label names it never trained on")
+    t.add_argument('--head', choices=('classwise', 'shared'), default='classwise', help="the classifier: a weight vector per label (the reference's), or one rule for all labels that makes each label's weights from its text vector and adds the cosine of the pooled image and that vector, so it can score label names it never trained on")
     t.add_argument('--unseen', nargs='+', default=(), metavar='NAME', help="labels never given in training (their targets ignored), scored at the end as a zero-shot test; needs --head shared")
     t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 5, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
     t.add_argument('--steps-per-epoch', type=number(int, above=0), help='steps per epoch (digits: 567 fresh batches, emoji: 320; image files: one pass)')

@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from .layers import PatchDown
 from .stem import ConvStem
 from .blocks import InteractionBlock, Stage
-from .csa import Aggregation, ClasswiseLinear, SharedLinear
+from .csa import Aggregation, ClasswiseLinear, SharedLinear, PooledMatch
 from .ivla import IVLA, LabelGate, VisualFeedback
 
 # %% ../nbs/05_model.ipynb #08163406
@@ -48,7 +48,7 @@ class HSVLTConfig:
     temperature_floor: float = 0.          # with qk_norm: the temperature never falls below this
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
     stage_heads: str = 'none'              # a classifier per stage too, for a per-stage loss: 'none' | 'features' (on S_i) | 'evidence' (on E_i, needs qk_norm)
-    head: str = 'classwise'                # 'classwise': a weight vector per label (the reference) | 'shared': one rule for all, w + U e_k, so any label can be scored
+    head: str = 'classwise'                # 'classwise': a weight vector per label (the reference) | 'shared': one rule for all, (w + U e_k)·t_k + b plus an image-text cosine, so any label can be scored
     competitive: bool = False              # IVLA's labels compete for patches (a softmax over the labels first; an extension, 02_ivla)
 
     def __post_init__(self):
@@ -150,6 +150,7 @@ class HSVLT(nn.Module):
         head = (lambda c: ClasswiseLinear(k, c)) if cfg.head == 'classwise' else (lambda c: SharedLinear(c, cfg.text_dim))
         self.stage_heads = None if cfg.stage_heads == 'none' else nn.ModuleList(head(c if cfg.stage_heads == 'features' else 1) for c in cfg.dims)
         self.init_label_path()
+        self.match = PooledMatch(cfg.dims[-1], cfg.text_dim) if cfg.head == 'shared' else None
 
     def init_label_path(self):
         "Label-side linears N(0, 1/fan-in), zero bias; the one reading `E` scaled to unit-RMS `L`; gate outputs ×0.1; head N(0, 1/width)."
@@ -190,11 +191,12 @@ class HSVLT(nn.Module):
     def forward(self, images, stages=False):
         "Logits `(b, k)`; with `stages=True` also each stage's own logits `(b, 4, k)` from `stage_heads` (for a per-stage loss)."
         feats = self.forward_features(images, need_weights=False)
-        s = [f.S for f in feats]
-        if not stages: return self.aggregate(s, self.label_embeddings)
+        s, e = [f.S for f in feats], self.label_embeddings
+        logits = self.aggregate(s, e) if self.match is None else self.aggregate(s, e) + self.match(feats[-1].V, e)
+        if not stages: return logits
         if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads='features' or 'evidence'")
         x = s if self.cfg.stage_heads == 'features' else [rearrange(f.E, 'b k -> b k 1') for f in feats]
-        return self.aggregate(s, self.label_embeddings), torch.stack([head(xi, self.label_embeddings) for head, xi in zip(self.stage_heads, x)], dim=1)
+        return logits, torch.stack([head(xi, e) for head, xi in zip(self.stage_heads, x)], dim=1)
 
 def _normal_fan_in(lin):
     nn.init.normal_(lin.weight, std=lin.weight.shape[1] ** -0.5)

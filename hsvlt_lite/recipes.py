@@ -69,7 +69,7 @@ class Recipe:
     match_evidence: bool = False           # with qk_norm: each label's best patch match joins IVLA's answer
     stage_loss: float = 0.                 # weight of a per-stage loss on every stage's own classifier (0: none)
     stage_heads: str = 'features'          # with stage_loss: what each stage's classifier reads, 'features' (S_i) | 'evidence' (E_i)
-    head: str = 'classwise'                # 'classwise' (the reference) | 'shared': one rule for all labels, weights made from their text vectors, which can score new ones
+    head: str = 'classwise'                # 'classwise' (the reference) | 'shared': one rule for all labels, made from their text vectors, which can score new ones
     unseen: tuple = ()                     # label names never given in training (their targets ignored): a zero-shot test; needs head 'shared'
     competitive: bool = False              # IVLA's labels compete for patches (an extension)
     embeddings: str = 'minilm'             # label vectors: an encoder name, 'onehot', or a FILE.pt holding (k, D)

@@ -1,7 +1,8 @@
-"A head shared by all labels (04_csa, 05_model): scores labels the model never trained on, checked against the class-wise head and a model built afresh."
-import numpy as np, pytest, torch
+"A head shared by all labels (04_csa, 05_model): scores labels the model never trained on, checked against the class-wise head, a hand-computed cosine and a model built afresh."
+import math, numpy as np, pytest, torch
+import torch.nn.functional as F
 from torch.testing import assert_close
-from hsvlt_lite.csa import ClasswiseLinear, SharedLinear
+from hsvlt_lite.csa import ClasswiseLinear, SharedLinear, PooledMatch
 from hsvlt_lite.model import HSVLT, HSVLTConfig
 from hsvlt_lite.recipes import set_prior
 from conftest import built_for
@@ -28,6 +29,31 @@ def test_text_made_head_is_a_classwise_head_with_rows_from_the_label_vectors():
     assert_close(shared(x, e), classwise(x))
     assert_close(shared(x[:, [4, 0]], e[[4, 0]]), classwise(x)[:, [4, 0]])
     with pytest.raises(ValueError, match='pass the label vectors e'): shared(x)
+
+
+def test_pooled_match_is_a_scaled_cosine_of_the_pooled_patches_and_the_text():
+    "exp(s) cos(P LN(mean of the patches), Q e_k), each cosine computed by hand from the two vectors' dot product and norms."
+    torch.manual_seed(0)
+    match, v, e = PooledMatch(12, 7, width=5), torch.randn(3, 12, 2, 3), torch.randn(4, 7)
+    with torch.no_grad(): match.log_scale.fill_(0.5); match.norm.weight.normal_(); match.norm.bias.normal_()
+    pooled = F.layer_norm(v.flatten(2).mean(-1), (12,), match.norm.weight, match.norm.bias)
+    img, txt = pooled @ match.image.weight.T + match.image.bias, e @ match.text.weight.T + match.text.bias
+    by_hand = torch.tensor([[math.exp(0.5) * float(img[b] @ txt[k]) / float(img[b].norm() * txt[k].norm()) for k in range(4)] for b in range(3)])
+    assert_close(match(v, e), by_hand)
+    assert_close(match(v, e[[3, 1]]), by_hand[:, [3, 1]])
+
+
+def test_shared_model_adds_the_pooled_match_of_the_last_stage_to_csa():
+    torch.manual_seed(0)
+    e, x = torch.randn(5, 16), torch.randn(2, 3, 64, 64)
+    model = HSVLT(HSVLTConfig.preset('nano', text_dim=16, head='shared'), e).eval()
+    with torch.no_grad():
+        model.match.log_scale.fill_(1.0)
+        feats = model.forward_features(x, need_weights=False)
+        img = model.match.image(F.layer_norm(feats[-1].V.mean((2, 3)), (128,), model.match.norm.weight, model.match.norm.bias))
+        cos = F.cosine_similarity(img[:, None], model.match.text(e)[None], dim=-1)
+        assert_close(model(x), model.aggregate([f.S for f in feats], e) + math.e * cos)
+    assert HSVLT(HSVLTConfig.preset('nano', text_dim=16), e).match is None        # the class-wise model (the reference's) has none
 
 
 SWITCHES = [dict(), dict(stage_heads='features'), dict(aggregation='topdown', qk_norm=True), dict(aggregation='last'), dict(interaction='late'),
