@@ -150,7 +150,7 @@ class HSVLT(nn.Module):
         head = (lambda c: ClasswiseLinear(k, c)) if cfg.head == 'classwise' else (lambda c: SharedLinear(c, cfg.text_dim))
         self.stage_heads = None if cfg.stage_heads == 'none' else nn.ModuleList(head(c if cfg.stage_heads == 'features' else 1) for c in cfg.dims)
         self.init_label_path()
-        self.match = PooledMatch(cfg.dims[-1], cfg.text_dim) if cfg.head == 'shared' else None
+        self.match = PooledMatch(cfg.dims[-1], cfg.text_dim) if cfg.head == 'shared' else None   # torch's default init; scale 1
 
     def init_label_path(self):
         "Label-side linears N(0, 1/fan-in), zero bias; the one reading `E` scaled to unit-RMS `L`; gate outputs ×0.1; head N(0, 1/width)."
@@ -192,7 +192,8 @@ class HSVLT(nn.Module):
         "Logits `(b, k)`; with `stages=True` also each stage's own logits `(b, 4, k)` from `stage_heads` (for a per-stage loss)."
         feats = self.forward_features(images, need_weights=False)
         s, e = [f.S for f in feats], self.label_embeddings
-        logits = self.aggregate(s, e) if self.match is None else self.aggregate(s, e) + self.match(feats[-1].V, e)
+        logits = self.aggregate(s, e)
+        if self.match is not None: logits = logits + self.match(feats[-1].V, e)
         if not stages: return logits
         if self.stage_heads is None: raise ValueError("stages=True needs a model built with stage_heads='features' or 'evidence'")
         x = s if self.cfg.stage_heads == 'features' else [rearrange(f.E, 'b k -> b k 1') for f in feats]
