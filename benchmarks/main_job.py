@@ -2,10 +2,12 @@
 the slow kind of machine (a 2-core AVX2-only CPU) without owning one.
 
     python benchmarks/main_job.py profile [--steps-per-epoch N]   # the real job, every phase timed
-    python benchmarks/main_job.py steps [--rounds 30]             # one step split into its parts
-    python benchmarks/main_job.py predict [--rounds 40] [--pairs 2]   # the job's seconds on the slow kind, from step ratios
+    python benchmarks/main_job.py steps [--rounds 30] [--low]     # one step (full size, or half side) split into its parts
+    python benchmarks/main_job.py predict [--rounds 40] [--pairs 2]   # the job's seconds on the slow kind, from step ratios (stored)
+    python benchmarks/main_job.py record RUN...                   # store what `hsvlt train` runs wrote in results/main_job.json
 
-`predict` times the main job's training step (fresh canvases drawn, forward, backward, AdamW) interleaved with a fixed
+`predict` times the main job's training steps (fresh canvases drawn, forward, backward, AdamW; full-size ones and, for
+the first part of the job, half-side ones, weighted by their counts) interleaved with a fixed
 reference step in the same process, torchvision's ConvNeXt-T at batch 16 and 64² (forward and backward), and the job's work
 outside training (canvases, per-epoch scoring, thresholds, checkpoints, the picture) in reference steps, on AVX2 kernels
 (`ATEN_CPU_CAPABILITY=avx2`, oneDNN held to AVX2, set before torch loads; `--native` keeps the machine's own), the kernels
@@ -18,11 +20,13 @@ much the ratios moved: on a quiet 2-core AMD EPYC with AVX2 only, the anchor's j
 import argparse, os, sys
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument('what', choices=['profile', 'steps', 'predict', 'measure'])
+p.add_argument('what', choices=['profile', 'steps', 'predict', 'measure', 'record'])
+p.add_argument('runs', nargs='*', help='record: run folders written by hsvlt train')
 p.add_argument('--rounds', type=int, default=40, help='steps: timed steps; predict: interleaved rounds')
 p.add_argument('--steps-per-epoch', type=int, help="profile: a shorter job (default: the job's own)")
 p.add_argument('--pairs', type=int, default=2, help='predict: measurements of this code and of the anchor commit, alternated')
 p.add_argument('--native', action='store_true', help="predict: the machine's own kernels instead of AVX2")
+p.add_argument('--low', action='store_true', help='steps: a half-side step of the first part of the job instead of a full-size one')
 args = p.parse_args()
 if args.what in ('predict', 'measure') and not args.native:
     os.environ.setdefault('ATEN_CPU_CAPABILITY', 'avx2')
@@ -100,18 +104,30 @@ def profile():
     print(f"training {train_s:.1f} s ({train_s / steps * 1000:.1f} ms a step with drawing); outside training {wall - train_s:.1f} s")
 
 
-def main_job():
-    "The main job's model (channels-last), training config, AdamW, loss and its stream of fresh training batches."
+def low_res_steps(r):
+    "How many of resolved recipe `r`'s steps draw canvases at half the side (0 for a library without `low_res`)."
+    return round((getattr(r, 'low_res', 0) or 0) * r.epochs * r.steps_per_epoch)
+
+
+def batches(r, low):
+    "The main job's fresh training batches: those of its first, half-side steps (`low`), or of its last epoch, full size."
+    loader = train_set(r)
+    if not low: loader.dataset.set_epoch(r.epochs - 1)
+    return iter(loader)
+
+
+def main_job(low=False):
+    "The main job's model (channels-last), training config, AdamW, loss and a stream of its fresh training batches (`batches`)."
     r = MAIN.resolved()
     torch.manual_seed(0)
     model = build_model(r, label_vectors(r.embeddings, recipes.test_set(r).label_names)).to(memory_format=torch.channels_last)
     cfg = train_config(r, progress=False)
-    return model, cfg, make_optimizer(model, cfg), make_loss(cfg.loss), iter(train_set(r))
+    return model, cfg, make_optimizer(model, cfg), make_loss(cfg.loss), batches(r, low)
 
 
 def steps():
-    "One training step of the main job split into drawing, forward, backward (with the loss) and the optimiser."
-    model, cfg, opt, loss_fn, it = main_job()
+    "One full-size training step of the main job (`--low`: a half-side one) split into drawing, forward, backward (with the loss) and the optimiser."
+    model, cfg, opt, loss_fn, it = main_job(args.low)
     parts = defaultdict(list)
     for i in range(args.rounds + 3):
         t0 = time.perf_counter(); x, y = next(it)
@@ -126,14 +142,16 @@ def steps():
             parts[k].append(b - a)
     med = {k: statistics.median(v) for k, v in parts.items()}
     total = sum(med.values())
-    print(f"main job step, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()} kernels, median of {args.rounds}:")
+    print(f"main job step ({'half' if args.low else 'full'} side), {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()} kernels, median of {args.rounds}:")
     for k, v in med.items(): print(f"  {k:16} {v * 1000:7.1f} ms {v / total:6.1%}")
     print(f"  {'sum':16} {total * 1000:7.1f} ms")
 
 
 def main_and_reference():
-    "The main job's training step (drawing included) and the reference step, as callables."
+    "The main job's training steps (drawing included), full-size and, where it has them, half-side, and the reference step, as callables."
     model, cfg, opt, loss_fn, it = main_job()
+    r = MAIN.resolved()
+    low = batches(r, True) if low_res_steps(r) else None
     scaler, cpu = torch.amp.GradScaler('cpu', enabled=False), torch.device('cpu')
     for g in opt.param_groups: g['lr'] = cfg.lr / 10
     ref = torchvision.models.convnext_tiny(weights=None)
@@ -141,7 +159,8 @@ def main_and_reference():
     def ref_step():
         ref.zero_grad(set_to_none=True)
         ref(x).square().mean().backward()
-    return dict(main=lambda: train_step(model, next(it), opt, loss_fn, scaler, cfg, cpu), reference=ref_step)
+    fns = dict(main=lambda: train_step(model, next(it), opt, loss_fn, scaler, cfg, cpu), reference=ref_step)
+    return fns | (dict(main_low=lambda: train_step(model, next(low), opt, loss_fn, scaler, cfg, cpu)) if low is not None else {})
 
 
 def outside_training():
@@ -153,13 +172,15 @@ def outside_training():
 
 
 def measure():
-    "This process's code: the main job's step and outside-training time against the reference step; one JSON line."
+    "This process's code: the main job's mean step (full-size and half-side steps weighted by their counts) and outside-training time against the reference step; one JSON line."
     fns = main_and_reference()
     med, _ = interleaved_medians(fns, args.rounds, warmup=3)
     outside = outside_training()
     r = MAIN.resolved()
-    print(json.dumps(dict(main=med['main'], reference=med['reference'], outside=outside, steps=r.epochs * r.steps_per_epoch,
-                          kernels=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads())))
+    steps, low = r.epochs * r.steps_per_epoch, low_res_steps(r)
+    mean = ((steps - low) * med['main'] + low * med.get('main_low', 0.)) / steps
+    print(json.dumps(dict(main=mean, full=med['main'], half=med.get('main_low'), reference=med['reference'], outside=outside, steps=steps,
+                          low_steps=low, kernels=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads())))
 
 
 def measured(code=None):
@@ -168,7 +189,7 @@ def measured(code=None):
     cmd = [sys.executable, __file__, 'measure', '--rounds', str(args.rounds)] + (['--native'] if args.native else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     m = json.loads(out.strip().splitlines()[-1])
-    return dict(m, ratio=m['main'] / m['reference'], outside_refs=m['outside'] / m['reference'])
+    return dict(m, ratio=m['main'] / m['reference'], full_ratio=m.get('full', m['main']) / m['reference'], outside_refs=m['outside'] / m['reference'])
 
 
 def predict():
@@ -186,12 +207,36 @@ def predict():
           f"each a median of {args.rounds} rounds interleaved with the reference step (ConvNeXt-T, b=16, 64², forward + backward):")
     row = lambda ms, key, scale, fmt: ' '.join(format(m[key] * scale, fmt) for m in ms)
     for name, ms in (('this code', now), (ANCHOR, then)):
-        print(f"  {name:10} step {row(ms, 'main', 1000, '.0f')} ms, reference {row(ms, 'reference', 1000, '.0f')} ms, ratio {row(ms, 'ratio', 1, '.3f')}, "
+        half = f" (full size {row(ms, 'full', 1000, '.0f')} ms, half side {row(ms, 'half', 1000, '.0f')} ms, {ms[0]['low_steps']} of its steps)" if ms[0].get('low_steps') else ''
+        print(f"  {name:10} step {row(ms, 'main', 1000, '.0f')} ms{half}, reference {row(ms, 'reference', 1000, '.0f')} ms, ratio {row(ms, 'ratio', 1, '.3f')}, "
               f"outside training {row(ms, 'outside_refs', 1, '.0f')} reference steps, {ms[0]['steps']} steps")
-    train_s = [SLOW_STEP_S[0] * ratio * steps, SLOW_STEP_S[1] * ratio * steps]
-    print(f"a step costs {ratio:.3f}x the {ANCHOR} step, the work outside training {outside:.3f}x")
-    print(f"slow kind (2-core AVX2-only CPU): {steps} steps {train_s[0]:.0f}-{train_s[1]:.0f} s of training + {SLOW_OUTSIDE_S * outside:.0f} s outside "
-          f"= {train_s[0] + SLOW_OUTSIDE_S * outside:.0f}-{train_s[1] + SLOW_OUTSIDE_S * outside:.0f} s wall (at {ANCHOR}: {SLOW_WALL_S} s)")
+    full = med(now, 'full_ratio') / med(then, 'ratio')               # the same steps all at full size (--low-res 0)
+    train_s, full_s = ([SLOW_STEP_S[0] * x * steps, SLOW_STEP_S[1] * x * steps] for x in (ratio, full))
+    print(f"a step costs {ratio:.3f}x the {ANCHOR} step on average ({full:.3f}x at full size), the work outside training {outside:.3f}x")
+    for what, t in (('', train_s), (' all at full size', full_s)):
+        print(f"slow kind (2-core AVX2-only CPU): {steps} steps{what} {t[0]:.0f}-{t[1]:.0f} s of training + {SLOW_OUTSIDE_S * outside:.0f} s outside "
+              f"= {t[0] + SLOW_OUTSIDE_S * outside:.0f}-{t[1] + SLOW_OUTSIDE_S * outside:.0f} s wall (at {ANCHOR}: {SLOW_WALL_S} s)")
+    if args.native: return
+    store(dict(predict=dict(steps=steps, step_ratio=ratio, outside_ratio=outside, train_s=train_s, outside_s=SLOW_OUTSIDE_S * outside,
+                            wall_s=[t + SLOW_OUTSIDE_S * outside for t in train_s], full_size_wall_s=[t + SLOW_OUTSIDE_S * outside for t in full_s],
+                            anchor=ANCHOR, anchor_wall_s=SLOW_WALL_S)))
 
 
-{'profile': profile, 'steps': steps, 'predict': predict, 'measure': measure}[args.what]()
+RESULTS = Path(__file__).parent / 'results' / 'main_job.json'
+
+def store(entries):
+    "Merge `entries` into results/main_job.json."
+    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps(res | entries, indent=1) + '\n')
+
+
+def record():
+    "Store the scores `hsvlt train` runs wrote (their metrics.json) in results/main_job.json, each under its command."
+    for run in map(Path, args.runs):
+        m = json.loads((run / 'metrics.json').read_text())
+        store({m['command']: dict(mAP=m['mAP'], AP_by_size=m['AP_by_size'], steps=m['history'][-1]['step'],
+                                  history=[dict(step=h['step'], mAP=h['mAP']) for h in m['history']])})
+        print(f"{m['command']}: mAP {m['mAP']:.4f}")
+
+
+{'profile': profile, 'steps': steps, 'predict': predict, 'measure': measure, 'record': record}[args.what]()

@@ -58,7 +58,7 @@ def add_data_args(p):
 SKIPPED = 3                                            # hsvlt predict's exit code when it wrote every row but skipped unreadable images
 
 RECIPES_HELP = """Defaults follow the situation. Bundled data: from scratch on fresh 64 px canvases, cosine; digits
-batch 48 at lr 4e-3 for 2,835 steps, emoji batch 32 at 3e-3 for 3,200. Image files (list, voc2007, coco2014, nuswide)
+batch 48 at lr 4e-3 for 2,835 steps, the first 60% on 32 px canvases, emoji batch 32 at 3e-3 for 3,200. Image files (list, voc2007, coco2014, nuswide)
 from scratch (--pretrained none): batch 32 at 3e-3, cosine, 30 epochs, the input size from the images. Image files with --pretrained torchvision or FILE.pth: the paper's
 fine-tuning, 448 px, batch 4, lr 1e-5, weight decay 1e-4, 2 warm-up epochs, reduce-on-plateau, 20 epochs.
 Any option given overrides its default."""
@@ -88,6 +88,7 @@ def build_parser():
     t.add_argument('--unseen', nargs='+', default=(), metavar='NAME', help="labels never given in training (their targets ignored), scored at the end as a zero-shot test; needs --head shared")
     t.add_argument('--epochs', type=number(int, above=0), help='epochs (digits: 5, emoji: 10; image files from scratch: 30; fine-tuning: 20)')
     t.add_argument('--steps-per-epoch', type=number(int, above=0), help='steps per epoch (digits: 567 fresh batches, emoji: 320; image files: one pass)')
+    t.add_argument('--low-res', type=number(float, low=0, below=1), help='bundled data: the fraction of the steps drawn at half the side, coarse to fine (digits: 0.6, emoji: 0)')
     t.add_argument('--lr', type=number(float, above=0), help='peak AdamW learning rate (from scratch: 3e-3; fine-tuning: 1e-5)')
     t.add_argument('--weight-decay', type=number(float, low=0), help='AdamW weight decay on the >=2-D weights (from scratch: 0.05; fine-tuning: 1e-4)')
     t.add_argument('--warmup', type=number(float, low=0), help='linear warm-up in epochs (from scratch: 10,000 images; fine-tuning: 2)')

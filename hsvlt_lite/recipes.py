@@ -31,10 +31,10 @@ from .checkpoints import load_model, load_checkpoint, claim_run_dir, prepare_run
 from .attention import plot_attention
 
 # %% ../nbs/22_recipes.ipynb #3690276d
-DIGITS_DEFAULTS = dict(img_size=64, batch_size=48, epochs=5, steps_per_epoch=567, lr=4e-3, weight_decay=0.05, schedule='cosine', test_size=2000, channels_last=True)
-EMOJI_DEFAULTS = dict(DIGITS_DEFAULTS, batch_size=32, lr=3e-3, epochs=10, steps_per_epoch=320)
-SCRATCH_DEFAULTS = dict(img_size=None, batch_size=32, epochs=30, steps_per_epoch=None, lr=3e-3, weight_decay=0.05, schedule='cosine', test_size=None, channels_last=False)
-FINETUNE_DEFAULTS = dict(img_size=448, batch_size=4, epochs=20, steps_per_epoch=None, lr=1e-5, weight_decay=1e-4, warmup=2, schedule='plateau', test_size=None, channels_last=False)
+DIGITS_DEFAULTS = dict(img_size=64, batch_size=48, epochs=5, steps_per_epoch=567, low_res=0.6, lr=4e-3, weight_decay=0.05, schedule='cosine', test_size=2000, channels_last=True)
+EMOJI_DEFAULTS = dict(DIGITS_DEFAULTS, low_res=0., batch_size=32, lr=3e-3, epochs=10, steps_per_epoch=320)
+SCRATCH_DEFAULTS = dict(img_size=None, batch_size=32, epochs=30, steps_per_epoch=None, low_res=0., lr=3e-3, weight_decay=0.05, schedule='cosine', test_size=None, channels_last=False)
+FINETUNE_DEFAULTS = dict(img_size=448, batch_size=4, epochs=20, steps_per_epoch=None, low_res=0., lr=1e-5, weight_decay=1e-4, warmup=2, schedule='plateau', test_size=None, channels_last=False)
 BUNDLED = {'digits': (MultiScaleDigits, DIGITS_DEFAULTS), 'emoji': (EmojiScenes, EMOJI_DEFAULTS)}
 DATASETS = (*BUNDLED, 'voc2007', 'coco2014', 'nuswide', 'list')
 DATA_KEYS = ('data', 'root', 'train_list', 'test_list', 'labels', 'img_size', 'test_size', 'batch_size')
@@ -76,6 +76,7 @@ class Recipe:
     pretrained: str = 'none'               # 'none' | 'torchvision' (ImageNet ConvNeXt: tiny, small, base) | a facebookresearch ConvNeXt FILE.pth
     epochs: Optional[int] = None
     steps_per_epoch: Optional[int] = None  # image data sets: None, one pass
+    low_res: Optional[float] = None        # bundled data: the fraction of the steps drawn at half the side, coarse to fine (digits: 0.6)
     lr: Optional[float] = None             # peak AdamW learning rate
     weight_decay: Optional[float] = None
     warmup: Optional[float] = None         # linear warm-up in epochs (None: 10,000 images)
@@ -105,6 +106,9 @@ class Recipe:
             if not (integer(getattr(self, name)) and getattr(self, name) >= 0): raise ValueError(f"{name}={getattr(self, name)!r}: expected an integer >= 0")
         if self.img_size is not None and self.img_size % 32: raise ValueError(f"img_size={self.img_size}: expected a multiple of 32")
         if self.lr is not None and not (real(self.lr) and self.lr > 0): raise ValueError(f"lr={self.lr!r}: expected a finite number > 0")
+        if self.low_res is not None and not (real(self.low_res) and 0 <= self.low_res < 1): raise ValueError(f"low_res={self.low_res!r}: expected a fraction of the steps, at least 0 and below 1")
+        if self.low_res and (self.data or 'digits') not in BUNDLED: raise ValueError(f"low_res={self.low_res}: only the bundled canvases ({', '.join(BUNDLED)}) can be drawn smaller, not --data {self.data}")
+        if self.low_res and self.img_size is not None and self.img_size % 64: raise ValueError(f"low_res={self.low_res} needs an img_size whose half is a multiple of 32, not {self.img_size}")
         for name in ('weight_decay', 'warmup', 'temperature_floor', 'stage_loss'):
             val = getattr(self, name)
             if val is not None and not (real(val) and val >= 0): raise ValueError(f"{name}={val!r}: expected a finite number >= 0")
@@ -129,10 +133,13 @@ class Recipe:
             if getattr(self, name) is not None: object.__setattr__(self, name, Path(getattr(self, name)))
 
     def resolved(self, meta=None):
-        "This recipe with the data options left unset taken from a run's `meta` (to score its checkpoint), then every other `None` from its situation's defaults (`img_size` from scratch on image files: `run_recipe` sizes it from the images)."
+        "This recipe with the data options left unset taken from a run's `meta` (to score its checkpoint), then every other `None` from its situation's defaults (`img_size` from scratch on image files: `run_recipe` sizes it from the images; `low_res` 0 where the canvases have no half side that is a multiple of 32)."
         r = dataclasses.replace(self, **{k: v for k, v in (meta or {}).items() if k in DATA_KEYS and getattr(self, k) is None})
         r = dataclasses.replace(r, data=r.data or 'digits')
-        return dataclasses.replace(r, **{k: v for k, v in r.defaults().items() if getattr(r, k) is None})
+        d = r.defaults()
+        size = r.img_size or d['img_size']
+        if r.low_res is None and size and size % 64: d = dict(d, low_res=0.)   # no half side to draw at
+        return dataclasses.replace(r, **{k: v for k, v in d.items() if getattr(r, k) is None})
 
     def defaults(self):
         "The defaults of this recipe's situation: its bundled data set's, from scratch on image files, or fine-tuning ImageNet weights."
@@ -174,7 +181,7 @@ SCRATCH_MIN_AREA = 0.8                                  # from scratch on a few 
 def train_set(r):
     "The training data of resolved recipe `r`: fresh canvases for the bundled data (a loader), else a dataset."
     if r.data in BUNDLED:
-        return DataLoader(BUNDLED[r.data][0]('train', n=0, size=r.img_size).fresh(r.batch_size, r.steps_per_epoch, r.seed), batch_size=None)
+        return DataLoader(BUNDLED[r.data][0]('train', n=0, size=r.img_size).fresh(r.batch_size, r.steps_per_epoch, r.seed, round(r.low_res * r.epochs * r.steps_per_epoch)), batch_size=None)
     t = train_transform(r.img_size, min_area=0.5 if r.pretrained != 'none' else SCRATCH_MIN_AREA)
     _need(r, 'root')
     if r.data == 'voc2007': return VOC2007(r.root, 'trainval', t)

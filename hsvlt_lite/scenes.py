@@ -11,7 +11,7 @@ __all__ = ['DIGIT_NAMES', 'AUGMENT', 'CHUNK', 'STREAMS', 'GlyphPool', 'digit_poo
 import itertools, math
 import numpy as np, torch, torch.nn.functional as F, torch.distributed as dist
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -173,9 +173,15 @@ class DigitCanvases:
 
 class FreshCanvases(IterableDataset):
     """Batches of new canvases: batch `i` of epoch `e` on process `rank` is made from (`seed`, `e`, `i`, `rank`). With `DataLoader`
-    workers each makes every `num_workers`-th batch; under DDP each process makes its `batch_size / world` share of every step."""
-    def __init__(self, canvases, batch_size=128, steps=None, seed=0):
+    workers each makes every `num_workers`-th batch; under DDP each process makes its `batch_size / world` share of every step.
+    The first `low_res_steps` steps (epochs of `steps` batches) draw the canvases at half the side, every object the same fraction of it."""
+    def __init__(self, canvases, batch_size=128, steps=None, seed=0, low_res_steps=0):
         self.canvases, self.batch_size, self.steps, self.seed, self.epoch = canvases, batch_size, steps, seed, 0
+        self.low_res_steps, self.half = low_res_steps, None
+        if not low_res_steps: return
+        if steps is None: raise ValueError(f"low_res_steps={low_res_steps} needs steps, the batches in an epoch")
+        if canvases.size % 64: raise ValueError(f"low_res_steps={low_res_steps}: canvases of {canvases.size} px have no half side that is a multiple of 32")
+        self.half = replace(canvases, size=canvases.size // 2)
 
     def set_epoch(self, epoch):
         "Start epoch `epoch` (the training loop calls this): its batches are new ones, and a resumed run gets the same."
@@ -188,7 +194,8 @@ class FreshCanvases(IterableDataset):
         if self.batch_size % world: raise ValueError(f"batch_size={self.batch_size} is not divisible by the {world} processes")
         for i in itertools.islice(itertools.count(), worker, self.steps, workers):
             with one_thread():
-                images, sizes = self.canvases(self.batch_size // world, seeded(self.seed, STREAMS['fresh'], self.epoch, i, rank))
+                canvases = self.half if self.epoch * (self.steps or 0) + i < self.low_res_steps else self.canvases
+                images, sizes = canvases(self.batch_size // world, seeded(self.seed, STREAMS['fresh'], self.epoch, i, rank))
                 batch = normalize(images), (sizes > 0).float()
             yield batch
 
@@ -209,9 +216,9 @@ class CanvasSet(Dataset):
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return normalize(self.images[i]), self.targets[i]
 
-    def fresh(self, batch_size=128, steps=None, seed=0):
-        "`steps` batches (None: endless) of new canvases from this recipe, for training; use with `DataLoader(..., batch_size=None)`."
-        return FreshCanvases(self.canvases, batch_size, steps, seed)
+    def fresh(self, batch_size=128, steps=None, seed=0, low_res_steps=0):
+        "`steps` batches (None: endless) of new canvases from this recipe, for training, the first `low_res_steps` at half the side; use with `DataLoader(..., batch_size=None)`."
+        return FreshCanvases(self.canvases, batch_size, steps, seed, low_res_steps)
 
     def save_list(self, folder, name):
         "Write the canvases as PNG files `folder/name/NNNNN.png`, their list file `folder/name.txt` (`path<TAB>label,label`) and `folder/labels.txt`: a data set for `--data list`. Returns the list file."

@@ -393,6 +393,11 @@ API = [   # (what a Python user writes, the ValueError's exact message)
     (lambda: Recipe(channels_last='no'), "channels_last='no': expected True or False (or None: the data set's default)"),
     (lambda: Recipe(compile='yes'), "compile='yes': expected True or False"),
     (lambda: Recipe(lr=float('inf')), "lr=inf: expected a finite number > 0"),
+    (lambda: Recipe(low_res=1), "low_res=1: expected a fraction of the steps, at least 0 and below 1"),
+    (lambda: Recipe(low_res=0.4, data='voc2007'), "low_res=0.4: only the bundled canvases (digits, emoji) can be drawn smaller, not --data voc2007"),
+    (lambda: Recipe(low_res=0.4, img_size=96), "low_res=0.4 needs an img_size whose half is a multiple of 32, not 96"),
+    (lambda: MultiScaleDigits('train', n=0, size=96).fresh(8, steps=10, low_res_steps=5), "low_res_steps=5: canvases of 96 px have no half side that is a multiple of 32"),
+    (lambda: MultiScaleDigits('train', n=0).fresh(8, low_res_steps=5), "low_res_steps=5 needs steps, the batches in an epoch"),
 ]
 
 @pytest.mark.parametrize('make,message', API, ids=[m for _, m in API])

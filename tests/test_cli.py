@@ -224,7 +224,7 @@ def test_console_script_help_documents_every_option():
     for opt in ('--data', '--root', '--train-list', '--test-list', '--labels', '--preset', '--img-size', '--epochs', '--batch-size', '--lr',
                 '--loss', '--embeddings', '--pretrained', '--device', '--amp', '--compile', '--ema', '--resume', '--out', '--seed',
                 '--dims', '--depths', '--weight-decay', '--warmup', '--schedule', '--aggregation', '--interaction', '--visual-feedback',
-                '--qk-norm', '--temperature-floor', '--match-evidence', '--stage-loss'):
+                '--qk-norm', '--temperature-floor', '--match-evidence', '--stage-loss', '--low-res'):
         assert opt in out
 
 

@@ -1,11 +1,11 @@
 "The scene engine and the multi-scale digits against scikit-learn's digits, colorsys and torch's interpolate."
-import colorsys, math, pytest, numpy as np, torch, torch.nn.functional as F
+import colorsys, dataclasses, math, pytest, numpy as np, torch, torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.testing import assert_close
 from torch.utils.data import DataLoader
-from hsvlt_lite.model import IMAGENET_MEAN, IMAGENET_STD
+from hsvlt_lite.model import IMAGENET_MEAN, IMAGENET_STD, normalize
 from hsvlt_lite.scenes import (MultiScaleDigits, DIGIT_NAMES, digit_pool, hsv_to_rgb, place_boxes, render_sprites, compose_canvases,
-                               label_sizes, Layout)
+                               label_sizes, Layout, seeded, STREAMS)
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
 
@@ -131,6 +131,20 @@ def test_fresh_batches_are_new_each_epoch_and_replay_for_a_resumed_run():
     e0 = list(f); f.set_epoch(1); e1 = list(f); f.set_epoch(0); again = list(f)
     assert not any(torch.equal(a[0], b[0]) for a, b in zip(e0, e1))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(e0, again))
+
+
+def test_the_first_low_res_steps_are_the_recipe_drawn_at_half_the_side_and_the_rest_unchanged():
+    ds = MultiScaleDigits('train', n=0)
+    plain, coarse = ds.fresh(4, steps=3, seed=2), ds.fresh(4, steps=3, seed=2, low_res_steps=4)   # steps 0-3 of 0-5 at 32 px
+    half = dataclasses.replace(ds.canvases, size=32)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch); coarse.set_epoch(epoch)
+        for i, ((x, y), (xp, yp)) in enumerate(zip(coarse, plain)):
+            if epoch * 3 + i < 4:                                  # drawn by the recipe at 32 px from the step's own generator
+                images, sizes = half(4, seeded(2, STREAMS['fresh'], epoch, i, 0))
+                assert x.shape == (4, 3, 32, 32) and torch.equal(x, normalize(images)) and torch.equal(y, (sizes > 0).float())
+            else: assert torch.equal(x, xp) and torch.equal(y, yp) and x.shape == (4, 3, 64, 64)
+    assert half.sides == (4, 16) and ds.canvases.sides == (8, 32)  # every glyph the same fraction of the canvas
 
 
 def test_fresh_batches_are_fixed_by_seed_and_index_whatever_the_workers():
