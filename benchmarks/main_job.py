@@ -32,7 +32,7 @@ if args.what in ('predict', 'measure') and not args.native:
     os.environ.setdefault('ATEN_CPU_CAPABILITY', 'avx2')
     os.environ.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX2')
 
-import json, statistics, subprocess, tempfile, time, torch, torchvision
+import dataclasses, json, statistics, subprocess, tempfile, time, torch, torchvision
 from collections import defaultdict
 from pathlib import Path
 import hsvlt_lite.recipes as recipes, hsvlt_lite.train as train
@@ -110,8 +110,8 @@ def low_res_steps(r):
 
 
 def batches(r, low):
-    "The main job's fresh training batches: those of its first, half-side steps (`low`), or of its last epoch, full size."
-    loader = train_set(r)
+    "The main job's fresh training batches: those of its first steps, at half the side (`low`), or full-size ones of its last epoch."
+    loader = train_set(r if low or not hasattr(r, 'low_res') else dataclasses.replace(r, low_res=0.))   # a library without low_res: all full size
     if not low: loader.dataset.set_epoch(r.epochs - 1)
     return iter(loader)
 
