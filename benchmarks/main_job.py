@@ -105,8 +105,8 @@ def profile():
 
 
 def low_res_steps(r):
-    "How many of resolved recipe `r`'s steps draw canvases at half the side (0 for a library without `low_res`)."
-    return round((getattr(r, 'low_res', 0) or 0) * r.epochs * r.steps_per_epoch)
+    "How many of resolved recipe `r`'s steps its training data draws at half the side (0 for a library without them)."
+    return getattr(train_set(r).dataset, 'low_res_steps', 0)
 
 
 def batches(r, low):
@@ -189,7 +189,7 @@ def measured(code=None):
     cmd = [sys.executable, __file__, 'measure', '--rounds', str(args.rounds)] + (['--native'] if args.native else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     m = json.loads(out.strip().splitlines()[-1])
-    return dict(m, ratio=m['main'] / m['reference'], full_ratio=m.get('full', m['main']) / m['reference'], outside_refs=m['outside'] / m['reference'])
+    return dict(m, ratio=m['main'] / m['reference'], full_ratio=m['full'] / m['reference'], outside_refs=m['outside'] / m['reference'])
 
 
 def predict():
