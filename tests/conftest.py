@@ -19,3 +19,12 @@ def built_for(names, like):
     m = HSVLT(like.cfg, embed_labels(names)).eval()
     m.load_state_dict(dict(like.state_dict(), label_embeddings=m.label_embeddings))
     return m
+
+
+def graph_nodes(t):
+    "The names of the autograd nodes behind `t`."
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        f = todo.pop()
+        if f is not None and f not in seen: seen.add(f); todo += [g for g, _ in f.next_functions]
+    return {type(f).__name__ for f in seen}

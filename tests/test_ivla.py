@@ -3,7 +3,8 @@ import math, pytest, torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
-from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, fold_wins, ivla_by_hand, selective_by_hand, sharpen
+from conftest import graph_nodes
+from hsvlt_lite.ivla import IVLA, LabelGate, VisualFeedback, SharedKeyValue, fold_wins, ivla_by_hand, selective_by_hand, sharpen
 
 
 def sharp_ivla(dim, heads, fold): return sharpen(IVLA(dim, heads, fold=fold).eval())
@@ -39,6 +40,50 @@ def test_folded_and_plain_agree_in_values_and_gradients(heads):
     for n in g0: assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-5)
     assert_close(v1, v0, rtol=1e-4, atol=1e-5); assert_close(l1, l0, rtol=1e-4, atol=1e-5)
 
+
+
+def test_shared_key_value_against_finite_differences_and_torch_attention():
+    q, p = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True), torch.randn(2, 13, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, p: SharedKeyValue.apply(q, p, 0.6), (q, p))
+    q, p, w = torch.randn(1, 40, 24, requires_grad=True), torch.randn(1, 90, 24, requires_grad=True), torch.randn(1, 40, 24)
+    ours = SharedKeyValue.apply(q, p, 24 ** -0.5)
+    (ours * w).sum().backward(); grads = q.grad, p.grad
+    q.grad = p.grad = None
+    ref = F.scaled_dot_product_attention(q, p, p)                  # its default scale is 1/sqrt(24)
+    (ref * w).sum().backward()
+    assert_close(ours, ref); assert_close(grads[0], q.grad); assert_close(grads[1], p.grad)
+
+
+@pytest.mark.parametrize('heads', [1, 3])
+def test_folded_on_one_image_takes_the_hand_written_backward_and_matches_plain(heads):
+    "Fewer (image, head) pairs than threads, gradients on: the hand-written path; checked in double precision against the plain form."
+    m = sharp_ivla(48, heads, 'plain').double().train()
+    v, l = torch.randn(1, 48, 4, 8, dtype=torch.float64, requires_grad=True), torch.randn(1, 5, 48, dtype=torch.float64, requires_grad=True)
+    threads, results = torch.get_num_threads(), {}
+    try:
+        for fold in ('plain', 'folded'):
+            torch.set_num_threads(heads + 1)
+            m.fold = fold
+            for t in (*m.parameters(), v, l): t.grad = None
+            s, _ = m(v, l)
+            assert ('SharedKeyValueBackward' in graph_nodes(s)) == (fold == 'folded')
+            (s * torch.linspace(-1, 1, s.numel(), dtype=s.dtype).view_as(s)).sum().backward()
+            results[fold] = [s.detach(), v.grad.clone(), l.grad.clone(), *(p.grad.clone() for p in m.parameters())]
+    finally: torch.set_num_threads(threads)
+    for folded, plain in zip(results['folded'], results['plain']): assert_close(folded, plain)
+
+
+def test_flash_kernel_kept_where_it_uses_every_thread():
+    "As many (image, head) pairs as threads, or no gradients: torch's attention, unchanged."
+    m = sharp_ivla(16, 1, 'folded').train()
+    v, l = torch.randn(2, 16, 3, 3), torch.randn(2, 4, 16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert 'SharedKeyValueBackward' not in graph_nodes(m(v, l)[0])
+        assert 'SharedKeyValueBackward' in graph_nodes(m(v[:1], l[:1])[0])
+        with torch.no_grad(): assert m(v[:1], l[:1])[0].grad_fn is None
+    finally: torch.set_num_threads(threads)
 
 def flops(m, v, l):
     "FLOPs of `m(v, l)` as torch counts them; with the weights asked for, so that the attention runs as matrix products it counts."

@@ -1,7 +1,7 @@
 "Checkpoints: the golden fixture from the reference code, torchvision ConvNeXt, facebookresearch ConvNeXt."
 import hashlib, re, pytest, torch, torchvision
 from torch.testing import assert_close
-from conftest import ROOT, FIXTURE
+from conftest import ROOT, FIXTURE, graph_nodes
 from hsvlt_lite.model import HSVLT, HSVLTConfig
 from hsvlt_lite.weights import from_reference, reference_to_hsvlt_lite, reference_config, load_convnext, discarded_gate
 
@@ -19,6 +19,19 @@ def test_golden_fixture(golden, fold):
         ours['stage_linguistic'] = discarded_gate(golden['state_dict'], f.L) if i == 3 else f.L
         for key in KEYS: assert_close(ours[key], golden[key][i], rtol=1e-4, atol=1e-3, msg=lambda m: f'stage {i+1} {key}: {m}')
 
+
+
+def test_golden_fixture_on_the_training_path(golden):
+    "One image at a time with gradients on and two threads: the folded IVLA's hand-written backward path gives the reference's logits too."
+    model = from_reference(golden['state_dict'], golden['text_feats'], num_heads=1, fold='folded').eval()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for i in range(len(golden['images'])):
+            logits = model(golden['images'][i:i + 1])
+            assert 'SharedKeyValueBackward' in graph_nodes(logits)
+            assert_close(logits[0], golden['logits'][i], rtol=1e-4, atol=1e-3)
+    finally: torch.set_num_threads(threads)
 
 def test_fixture_copy_is_current():
     shared = ROOT.parent / 'shared' / 'reference' / 'official_hsvlt_tiny.pt'
