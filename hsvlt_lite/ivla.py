@@ -57,7 +57,7 @@ class SharedKeyValue(torch.autograd.Function):
     def backward(ctx, dx):
         q, p, a, x = ctx.saved_tensors                     # q is s·Q'
         ds = torch.bmm(dx, p.transpose(1, 2)).sub_((dx * x).sum(-1, keepdim=True)).mul_(a)
-        dp = torch.baddbmm(torch.bmm(a.transpose(1, 2), dx), ds.transpose(1, 2), q)
+        dp = torch.bmm(a.transpose(1, 2), dx).baddbmm_(ds.transpose(1, 2), q)     # in place: no copy of the n × C sum
         return torch.bmm(ds, p) * ctx.scale, dp, None
 
 def _flash_idles(q, p):
