@@ -9,6 +9,7 @@ __all__ = ['plain_attention', 'fold_wins', 'folded_attention', 'SharedKeyValue',
 # %% ../nbs/02_ivla.ipynb #3b5e3e61
 import math, torch, torch.nn as nn, torch.nn.functional as F
 from einops import rearrange, einsum
+from torch.autograd.function import once_differentiable
 
 # %% ../nbs/02_ivla.ipynb #0d3a5847
 def _attend(q, key, value, scale, need_weights):
@@ -45,6 +46,7 @@ def folded_attention(q, p, wk, wv, scale, need_weights=False):
 class SharedKeyValue(torch.autograd.Function):
     "`softmax(s·Q Pᵀ) P` for queries `q` (`b j c`) over patches `p` (`b n c`) that are both keys and values; the backward above, keeping `A`."
     @staticmethod
+    @torch.amp.custom_fwd(device_type='cpu')                # under CPU autocast, the backward runs in the forward's precision
     def forward(ctx, q, p, scale):
         q = q * scale
         a = torch.softmax(torch.bmm(q, p.transpose(1, 2)), dim=-1)
@@ -54,6 +56,8 @@ class SharedKeyValue(torch.autograd.Function):
         return x
 
     @staticmethod
+    @once_differentiable                                    # a second derivative through it is an error, not a wrong number
+    @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, dx):
         q, p, a, x = ctx.saved_tensors                     # q is s·Q'
         ds = torch.bmm(dx, p.transpose(1, 2)).sub_((dx * x).sum(-1, keepdim=True)).mul_(a)

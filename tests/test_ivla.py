@@ -41,7 +41,6 @@ def test_folded_and_plain_agree_in_values_and_gradients(heads):
     assert_close(v1, v0, rtol=1e-4, atol=1e-5); assert_close(l1, l0, rtol=1e-4, atol=1e-5)
 
 
-
 def test_shared_key_value_against_finite_differences_and_torch_attention():
     q, p = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True), torch.randn(2, 13, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda q, p: SharedKeyValue.apply(q, p, 0.6), (q, p))
@@ -52,6 +51,8 @@ def test_shared_key_value_against_finite_differences_and_torch_attention():
     ref = F.scaled_dot_product_attention(q, p, p)                  # its default scale is 1/sqrt(24)
     (ref * w).sum().backward()
     assert_close(ours, ref); assert_close(grads[0], q.grad); assert_close(grads[1], p.grad)
+    g, = torch.autograd.grad(SharedKeyValue.apply(q, p, 0.5).square().sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match='differentiate twice'): g.sum().backward()   # no silent wrong second derivative
 
 
 @pytest.mark.parametrize('heads', [1, 3])
@@ -84,6 +85,26 @@ def test_flash_kernel_kept_where_it_uses_every_thread():
         assert 'SharedKeyValueBackward' in graph_nodes(m(v[:1], l[:1])[0])
         with torch.no_grad(): assert m(v[:1], l[:1])[0].grad_fn is None
     finally: torch.set_num_threads(threads)
+
+
+def test_hand_written_backward_under_cpu_autocast():
+    "bf16 autocast on one image: the hand-written path trains, and its gradients are as close to float32's as torch's flash kernel's are."
+    from hsvlt_lite.model import HSVLT, HSVLTConfig
+    m = HSVLT(HSVLTConfig.preset('nano'), torch.randn(10, 768)).train()
+    x = torch.randn(1, 3, 64, 64)
+    def step(threads, amp):
+        torch.set_num_threads(threads); m.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp): out = m(x)
+        out.float().square().mean().backward()
+        return graph_nodes(out), out.float(), torch.cat([p.grad.flatten() for p in m.parameters()])
+    threads = torch.get_num_threads()
+    try: (_, ref, g_ref), (hand_nodes, hand, g_hand), (flash_nodes, _, g_flash) = step(1, False), step(2, True), step(1, True)
+    finally: torch.set_num_threads(threads)
+    assert 'SharedKeyValueBackward' in hand_nodes and 'SharedKeyValueBackward' not in flash_nodes
+    assert_close(hand, ref, rtol=0, atol=1e-2)
+    err = lambda g: ((g - g_ref).norm() / g_ref.norm()).item()
+    assert err(g_hand) < 1.25 * err(g_flash)
+
 
 def flops(m, v, l):
     "FLOPs of `m(v, l)` as torch counts them; with the weights asked for, so that the attention runs as matrix products it counts."

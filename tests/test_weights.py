@@ -20,9 +20,8 @@ def test_golden_fixture(golden, fold):
         for key in KEYS: assert_close(ours[key], golden[key][i], rtol=1e-4, atol=1e-3, msg=lambda m: f'stage {i+1} {key}: {m}')
 
 
-
 def test_golden_fixture_on_the_training_path(golden):
-    "One image at a time with gradients on and two threads: the folded IVLA's hand-written backward path gives the reference's logits too."
+    "One image at a time, gradients on, two threads: the folded IVLA takes its hand-written path, and gives the reference's logits too."
     model = from_reference(golden['state_dict'], golden['text_feats'], num_heads=1, fold='folded').eval()
     threads = torch.get_num_threads()
     try:
@@ -32,6 +31,7 @@ def test_golden_fixture_on_the_training_path(golden):
             assert 'SharedKeyValueBackward' in graph_nodes(logits)
             assert_close(logits[0], golden['logits'][i], rtol=1e-4, atol=1e-3)
     finally: torch.set_num_threads(threads)
+
 
 def test_fixture_copy_is_current():
     shared = ROOT.parent / 'shared' / 'reference' / 'official_hsvlt_tiny.pt'
