@@ -8,7 +8,7 @@ REV's `hsvlt_lite` is unpacked with `git archive` into a temporary folder under 
 the same weights and are checked to give the same logits, then each is timed in turn. Prints each median, each
 HSVLT / ConvNeXt ratio, and the median over rounds of this checkout's time over REV's (paired, round by round).
 """
-import argparse, importlib, pathlib, statistics, subprocess, sys, tempfile, torch
+import argparse, atexit, importlib, pathlib, shutil, statistics, subprocess, sys, tempfile, torch
 from common import hsvlt, convnext_like, train_step, interleaved_medians
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,6 +26,7 @@ rev = subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', args.rev],
 if rev.returncode: sys.exit(f"against.py: {args.rev!r} is not a commit of {root}: {rev.stderr.strip()}")
 rev = rev.stdout.strip()
 tmp = pathlib.Path(tempfile.mkdtemp())
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 archive = subprocess.run(['git', '-C', str(root), 'archive', rev, 'hsvlt_lite'], capture_output=True, check=True).stdout
 subprocess.run(['tar', '-x', '-C', str(tmp)], input=archive, check=True)
 (tmp / 'hsvlt_lite').rename(tmp / 'hsvlt_rev')                   # the package imports itself relatively: any name works
